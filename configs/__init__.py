@@ -1,0 +1,1 @@
+"""Preset training configurations (YAML), resolved by :mod:`timm_uscl.training.config`."""

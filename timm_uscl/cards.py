@@ -1,0 +1,82 @@
+"""Model and dataset cards, rendered from the jinja2 templates in ``hub_cards/`` and the weights table."""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from .weights import EvalResult, WeightsEntry
+
+__all__ = ["render", "render_model_card", "card_metadata", "results_table"]
+
+_TASK_TYPES = {"segmentation": "image-segmentation"}
+
+
+def render(template_name: str, **context: Any) -> str:
+    """Render ``hub_cards/<template_name>`` (strict: an undefined name is an error, not a blank)."""
+    import jinja2
+
+    source = resources.files("timm_uscl.hub_cards").joinpath(template_name).read_text(encoding="utf-8")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+                             lstrip_blocks=True)
+    return env.from_string(source).render(**context)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def card_metadata(entry: WeightsEntry) -> str:
+    """The card's YAML header, with a model-index when the row has results."""
+    from huggingface_hub import EvalResult as HubEvalResult
+    from huggingface_hub import ModelCardData
+
+    eval_results = [
+        HubEvalResult(
+            task_type=next((t for k, t in _TASK_TYPES.items() if k in r.task.lower()), "image-classification"),
+            task_name=r.task,
+            dataset_type=_slug(r.dataset),
+            dataset_name=r.dataset,
+            metric_type=r.metric,
+            metric_value=round(r.value, 4),
+            metric_name=f"{r.metric} ({r.protocol})" if r.protocol else r.metric,
+        )
+        for r in entry.results
+    ]
+    data = ModelCardData(
+        library_name="timm",
+        license=entry.license,
+        tags=["timm", "image-feature-extraction", "ultrasound", "medical-imaging", "self-supervised",
+              "contrastive-learning", "timm-uscl"],
+        datasets=list(entry.datasets) or None,
+        pipeline_tag="image-feature-extraction",
+        model_name=entry.name,
+        eval_results=eval_results or None,
+    )
+    return data.to_yaml()
+
+
+def results_table(results: tuple[EvalResult, ...]) -> str:
+    """A markdown table of evaluation results (mean ± std over folds where known)."""
+    if not results:
+        return "_No evaluation results recorded yet._"
+    rows = ["| task | dataset | metric | value | protocol | source |", "|---|---|---|---|---|---|"]
+    for r in results:
+        value = f"{100 * r.value:.1f}" + (f" ± {100 * r.std:.1f}" if r.std is not None else "")
+        rows.append(f"| {r.task} | {r.dataset} | {r.metric} (%) | {value} | {r.protocol} | {r.source} |")
+    return "\n".join(rows)
+
+
+def render_model_card(entry: WeightsEntry, arch: str, sha256: str) -> str:
+    """The README.md of an export: metadata, usage, preprocessing, data and licences, citations."""
+    return render(
+        "model_card.md.j2",
+        metadata=card_metadata(entry),
+        entry=entry,
+        arch=arch,
+        sha256=sha256,
+        results=results_table(entry.results),
+        mean=entry.mean[0],
+        std=entry.std[0],
+        size=entry.input_size[-1],
+    )

@@ -1,0 +1,190 @@
+"""THE weights table: one row per pretrained tag, and the only place those facts live.
+
+The timm registry (:mod:`timm_uscl.uscl`), the model cards (:mod:`timm_uscl.cards`) and
+``timm-uscl list`` are all generated from :data:`WEIGHTS`. To publish a tag: push its export
+(``timm-uscl push``), then copy the printed revision and sha256 into its row and set
+``published=True``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .errors import UnknownWeightsError
+
+__all__ = [
+    "HUB_NAMESPACE",
+    "EvalResult",
+    "WeightsEntry",
+    "WEIGHTS",
+    "get_weights",
+    "list_weights",
+    "with_publication",
+]
+
+HUB_NAMESPACE = "timm-uscl"
+
+# Normalization statistics of the original recipes (never ImageNet's): ultrasound frames are dark.
+METAUSCL_MEAN, METAUSCL_STD = (0.18,) * 3, (0.24,) * 3
+USCL_MEAN, USCL_STD = (0.5,) * 3, (0.25,) * 3
+
+META_USCL_PAPER = "arxiv:2212.04097"
+USCL_PAPER = "arxiv:2011.13066"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One measured downstream number; rendered into the card's table and model-index."""
+
+    task: str  # e.g. "POCUS 3-class classification"
+    dataset: str  # dataset name as shown in the card
+    metric: str  # e.g. "accuracy", "macro_f1", "dice"
+    value: float  # in [0, 1] for ratios
+    std: float | None = None  # across folds
+    protocol: str = ""  # e.g. "fine-tune last block, 5 folds, final epoch"
+    source: str = "measured"  # "measured (benchmarks/RESULTS.md)" or where the number was read
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """Everything known about one pretrained tag ``<arch>.<tag>``."""
+
+    arch: str  # registered plugin architecture, e.g. "resnet18_uscl"
+    tag: str
+    description: str
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    recipe: str  # how the weights were produced
+    pretrain_data: str
+    pretrain_data_license: str
+    origin: Literal["trainer", "converted"]
+    how_to_obtain: str  # shown while the tag is unpublished
+    license: str = "mit"
+    paper_ids: tuple[str, ...] = (META_USCL_PAPER, USCL_PAPER)
+    hub_repo: str | None = None  # defaults to "timm-uscl/<arch>.<tag>"
+    revision: str | None = None  # 40-hex commit, pinned when published
+    filename: str = "model.safetensors"
+    sha256: str | None = None
+    published: bool = False
+    results: tuple[EvalResult, ...] = field(default_factory=tuple)
+    datasets: tuple[str, ...] = ()  # Hub dataset ids for the card's metadata
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}.{self.tag}"
+
+    @property
+    def repo_id(self) -> str:
+        return self.hub_repo or f"{HUB_NAMESPACE}/{self.name}"
+
+    @property
+    def pinned_repo_id(self) -> str:
+        """``repo@revision`` as timm's ``hf_hub_id`` understands it (revision only once published)."""
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+
+_COVID_BLUES = (
+    "COVID-BLUES lung ultrasound videos (Wiedemann et al. 2025; 362 videos, 63 patients), "
+    "streamed from the Hub dataset jannisborn/COVID-BLUES"
+)
+_COVID_BLUES_LICENSE = "CC BY-NC-ND 4.0 (non-commercial; the weights inherit the non-commercial restriction)"
+_US4 = "US-4 (Butterfly, CLUST, Liver Fibrosis, COVID19-LUSMS; 1051 videos) - the authors' private corpus"
+_US4_LICENSE = "not released (only Butterfly is public); weights are MIT per the authors' repository"
+_OWN = "Produce them with `timm-uscl pretrain` (see README: reproduction) and load the export with " \
+       "timm.create_model('local-dir:EXPORT'), or push them with `timm-uscl push`."
+_CONVERT = "The authors' Google Drive link is dead. If you have a copy of the file, convert it: " \
+           "`timm-uscl convert {file} --arch resnet18 --out EXPORT`, then " \
+           "timm.create_model('local-dir:EXPORT', pretrained=True)."
+
+
+def _own(arch: str, method: str, size: int, recipe: str, mean, std) -> WeightsEntry:
+    return WeightsEntry(
+        arch=arch,
+        tag=f"{method}_covidblues_{size}",
+        description=f"{arch.split('_')[0]} pretrained with {recipe.split(':')[0]} on COVID-BLUES videos at {size}px",
+        input_size=(3, size, size),
+        mean=mean,
+        std=std,
+        recipe=recipe,
+        pretrain_data=_COVID_BLUES,
+        pretrain_data_license=_COVID_BLUES_LICENSE,
+        origin="trainer",
+        how_to_obtain=_OWN,
+        license="cc-by-nc-4.0",
+        datasets=("jannisborn/COVID-BLUES",),
+    )
+
+
+_METAUSCL_RECIPE = (
+    "Meta-USCL: PPG pairs (3 frames, Beta(3,5) mixing before augmentation) + CMW-Net weighting with an exact "
+    "one-step lookahead; SGD lr 0.1 momentum 0.9 wd 1e-4, batch 32 videos, 10-epoch warm-up + cosine; "
+    "NT-Xent tau 0.5; timm-uscl trainer"
+)
+_USCL_RECIPE = (
+    "USCL: 3 frames augmented then mixed with one lambda ~ Beta(0.5,0.5); Adam 3e-4 wd 1e-4; NT-Xent tau 0.5; "
+    "timm-uscl trainer"
+)
+_SIMCLR_RECIPE = "SimCLR: one frame augmented twice; SGD as Meta-USCL without CMW-Net; NT-Xent tau 0.5; timm-uscl trainer"
+
+
+def _authors(size: int) -> WeightsEntry:
+    return WeightsEntry(
+        arch="resnet18_uscl",
+        tag=f"metauscl_us4_{size}",
+        description=f"ResNet-18 Meta-USCL weights of the original authors (Chen et al. 2022), {size}px",
+        input_size=(3, size, size),
+        mean=METAUSCL_MEAN,
+        std=METAUSCL_STD,
+        recipe="Meta-USCL, original authors' code and checkpoint (resnet18_%d.pth), 300 epochs" % size,
+        pretrain_data=_US4,
+        pretrain_data_license=_US4_LICENSE,
+        origin="converted",
+        how_to_obtain=_CONVERT.format(file=f"resnet18_{size}.pth"),
+        results=(
+            EvalResult(
+                task="POCUS 3-class classification",
+                dataset="POCUS (authors' 5-fold split)",
+                metric="accuracy",
+                value={64: 0.909, 224: 0.946}[size],
+                protocol="fine-tune last block, best epoch chosen on the test fold (optimistic)",
+                source="reported in the Meta-USCL README, not reproduced here",
+            ),
+        ),
+    )
+
+
+# Order matters: timm makes the first tag of an architecture its default.
+_ROWS: tuple[WeightsEntry, ...] = (
+    _authors(224),
+    _authors(64),
+    _own("resnet18_uscl", "metauscl", 64, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
+    _own("resnet18_uscl", "uscl", 64, _USCL_RECIPE, USCL_MEAN, USCL_STD),
+    _own("resnet18_uscl", "simclr", 64, _SIMCLR_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
+    _own("resnet50_uscl", "metauscl", 224, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
+)
+
+WEIGHTS: dict[str, WeightsEntry] = {row.name: row for row in _ROWS}
+
+
+def get_weights(name: str) -> WeightsEntry:
+    """The row of ``<arch>.<tag>``; a clear error listing the known tags otherwise."""
+    try:
+        return WEIGHTS[name]
+    except KeyError:
+        known = ", ".join(sorted(WEIGHTS))
+        raise UnknownWeightsError(
+            f"unknown pretrained tag {name!r}; known tags: {known}. See `timm-uscl list`."
+        ) from None
+
+
+def list_weights(pattern: str = "*") -> list[WeightsEntry]:
+    """Rows whose ``<arch>.<tag>`` matches an fnmatch pattern, in table order."""
+    from fnmatch import fnmatch
+
+    return [row for row in WEIGHTS.values() if fnmatch(row.name, pattern)]
+
+
+def with_publication(entry: WeightsEntry, revision: str, sha256: str) -> WeightsEntry:
+    """The row as it reads once its export is pushed (what `timm-uscl push` tells you to record)."""
+    return replace(entry, revision=revision, sha256=sha256, published=True)
