@@ -8,6 +8,7 @@ from . import uscl  # noqa: F401  (registers the models)
 from .errors import (
     ChecksumMismatchError,
     CheckpointFormatError,
+    HubError,
     UnknownWeightsError,
     USCLError,
     WeightsNotPublishedError,
@@ -34,4 +35,5 @@ __all__ = [
     "WeightsUnavailableError",
     "ChecksumMismatchError",
     "CheckpointFormatError",
+    "HubError",
 ]

@@ -8,6 +8,7 @@ __all__ = [
     "WeightsUnavailableError",
     "ChecksumMismatchError",
     "CheckpointFormatError",
+    "HubError",
 ]
 
 
@@ -36,3 +37,7 @@ class ChecksumMismatchError(USCLError):
 
 class CheckpointFormatError(USCLError, ValueError):
     """A checkpoint that cannot be read or converted (bad pickle, truncated file, wrong keys or arch)."""
+
+
+class HubError(USCLError):
+    """The Hub refused a request (authentication, permissions, a missing repo) while pushing."""

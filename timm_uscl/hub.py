@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .errors import ChecksumMismatchError, CheckpointFormatError, WeightsNotPublishedError, WeightsUnavailableError
+from .errors import (
+    ChecksumMismatchError,
+    CheckpointFormatError,
+    HubError,
+    WeightsNotPublishedError,
+    WeightsUnavailableError,
+)
 from .weights import EvalResult, WeightsEntry, get_weights
 
 __all__ = [
@@ -214,8 +220,15 @@ def push(
     if dry_run:
         return PushResult(repo_id, "", digest, tuple(files), True)
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(library_name="timm-uscl")
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    except HfHubHTTPError as err:
+        raise HubError(
+            f"push of {folder} to {repo_id} failed: {str(err).splitlines()[0]}. Check that you are logged in "
+            f"(`hf auth login` or HF_TOKEN) with write access to that namespace."
+        ) from err
     return PushResult(repo_id, info.oid, digest, tuple(files), False)

@@ -93,7 +93,7 @@ _US4 = "US-4 (Butterfly, CLUST, Liver Fibrosis, COVID19-LUSMS; 1051 videos) - th
 _US4_LICENSE = "not released (only Butterfly is public); weights are MIT per the authors' repository"
 _OWN = "Produce them with `timm-uscl pretrain` (see README: reproduction) and load the export with " \
        "timm.create_model('local-dir:EXPORT'), or push them with `timm-uscl push`."
-_CONVERT = "The authors' Google Drive link is dead. If you have a copy of the file, convert it: " \
+_CONVERT = "No public copy is hosted (the authors' Google Drive link is dead). If you have the file, convert it: " \
            "`timm-uscl convert {file} --arch resnet18 --out EXPORT`, then " \
            "timm.create_model('local-dir:EXPORT', pretrained=True)."
 
@@ -154,10 +154,36 @@ def _authors(size: int) -> WeightsEntry:
     )
 
 
+_USCL_AUTHORS = WeightsEntry(
+    arch="resnet18_uscl",
+    tag="uscl_us4_224",
+    description="ResNet-18 USCL weights of the original authors (Chen et al. 2021), 224px",
+    input_size=(3, 224, 224),
+    mean=USCL_MEAN,
+    std=USCL_STD,
+    recipe="USCL, original authors' code and checkpoint (best_model.pth), 300 epochs, semi-supervised",
+    pretrain_data=_US4,
+    pretrain_data_license=_US4_LICENSE,
+    origin="converted",
+    how_to_obtain=_CONVERT.format(file="best_model.pth").replace("--arch resnet18", "--arch resnet18 --tag resnet18_uscl.uscl_us4_224"),
+    paper_ids=(USCL_PAPER,),
+    results=(
+        EvalResult(
+            task="POCUS 3-class classification",
+            dataset="POCUS (authors' 5-fold split)",
+            metric="accuracy",
+            value=0.9419,
+            protocol="fine-tune last block, best epoch chosen on the test fold (optimistic)",
+            source="reported in the USCL README, not reproduced here",
+        ),
+    ),
+)
+
 # Order matters: timm makes the first tag of an architecture its default.
 _ROWS: tuple[WeightsEntry, ...] = (
     _authors(224),
     _authors(64),
+    _USCL_AUTHORS,
     _own("resnet18_uscl", "metauscl", 64, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
     _own("resnet18_uscl", "uscl", 64, _USCL_RECIPE, USCL_MEAN, USCL_STD),
     _own("resnet18_uscl", "simclr", 64, _SIMCLR_RECIPE, METAUSCL_MEAN, METAUSCL_STD),

@@ -1,0 +1,130 @@
+"""The ``timm-uscl`` command line. Thin: parse, call a library function, print.
+
+Plugin commands (list, export, convert, push, pull) need only the core install; the trainer's
+commands (pretrain, evaluate, publish-dataset) are added when the ``train`` extra is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import USCLError
+
+_TRAINING_COMMANDS = ("cli_pretrain", "cli_evaluate", "cli_publish")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .weights import list_weights
+
+    rows = [("name", "published", "input", "mean/std", "licence", "pretraining data")]
+    for e in list_weights(args.filter):
+        rows.append((e.name, "yes" if e.published else "no", f"{e.input_size[-1]}px",
+                     f"{e.mean[0]}/{e.std[0]}", e.license, e.pretrain_data.split(" (")[0].split(",")[0]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .convert import load_checkpoint, to_timm_state_dict
+    from .hub import export
+
+    backbone, _, report = to_timm_state_dict(load_checkpoint(args.weights), label=args.weights)
+    out = export(backbone, args.out, args.tag)
+    print(f"exported {args.tag} to {out} ({report.backbone_keys} tensors)")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    report = convert(args.checkpoint, args.out, arch=args.arch, weights=args.tag, keep_head=args.keep_head)
+    print(report.summary())
+    print(f"wrote export folder {args.out}; load it with timm.create_model('local-dir:{args.out}', pretrained=True)")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push
+
+    result = push(args.export_dir, args.repo_id, private=args.private, dry_run=args.dry_run)
+    verb = "would upload" if result.dry_run else "uploaded"
+    print(f"{verb} to {result.repo_id}: {', '.join(result.files)}")
+    if not result.dry_run:
+        print(f"revision: {result.revision}")
+    print(f"sha256 (model.safetensors): {result.sha256}")
+    if not result.dry_run:
+        print("record revision and sha256 in timm_uscl/weights.py and set published=True")
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import pull
+
+    for name, path in pull(args.tags, cache_dir=args.cache_dir, force=args.force).items():
+        print(f"{name}: verified {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="timm-uscl", description="Ultrasound-pretrained backbones for timm.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the pretrained tags of the weights table")
+    p.add_argument("filter", nargs="?", default="*", help="fnmatch pattern on <arch>.<tag> (default: all)")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("export", help="write a Hub-ready folder from a backbone state dict")
+    p.add_argument("weights", help="backbone weights (.safetensors or .pth state dict, timm ResNet keys)")
+    p.add_argument("--tag", required=True, help="weights-table row whose metadata the export carries")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("convert", help="convert an original Meta-USCL/USCL checkpoint into an export folder")
+    p.add_argument("checkpoint", help="e.g. resnet18_64.pth (Meta-USCL) or best_model.pth (USCL)")
+    p.add_argument("--arch", default="resnet18", help="stock timm architecture of the checkpoint (default resnet18)")
+    p.add_argument("--tag", default=None, help="weights-table row (default: from the file name, resnet18_{64,224})")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--keep-head", action="store_true", help="save the projection head to projection_head.safetensors")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("push", help="upload an export folder to the Hub (token from the usual HF login/env)")
+    p.add_argument("export_dir")
+    p.add_argument("--repo-id", required=True, help="e.g. timm-uscl/resnet18_uscl.metauscl_covidblues_64")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="show what would be uploaded, upload nothing")
+    p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("pull", help="prefetch and verify weights into the Hub cache (air-gapped clusters)")
+    p.add_argument("tags", nargs="+", help="<arch>.<tag> names, see `timm-uscl list`")
+    p.add_argument("--cache-dir", default=None, help="Hub cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--force", action="store_true", help="download again even if cached")
+    p.set_defaults(func=_cmd_pull)
+
+    for module in _TRAINING_COMMANDS:
+        name = f"timm_uscl.training.{module}"
+        try:
+            importlib.import_module(name).register(sub)
+        except ModuleNotFoundError as err:  # only a missing command module is expected, never a broken one
+            if err.name != name:
+                raise
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USCLError as err:
+        print(f"timm-uscl {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"timm-uscl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Convert the original authors' Meta-USCL / USCL checkpoints into timm state dicts and exports.
+
+Both codebases wrap a torchvision ResNet as ``features = nn.Sequential(*children[:-1])``, so the backbone
+keys are ``features.0`` (conv1), ``features.1`` (bn1) and ``features.4..7`` (layer1..4); the heads are
+``l1``/``l2`` (projection) and, in USCL, ``fc``/``fc1``/``fc2``/``linear``. Keys are mapped by NAME
+(the reference evaluation code maps them by position, which breaks silently when a key is added) and
+loaded strictly. Pickles are read only with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointFormatError
+from .weights import WeightsEntry, get_weights
+
+__all__ = ["ConversionReport", "load_checkpoint", "to_timm_state_dict", "convert"]
+
+_BACKBONE_PREFIXES = {"features.0.": "conv1.", "features.1.": "bn1.", "features.4.": "layer1.",
+                      "features.5.": "layer2.", "features.6.": "layer3.", "features.7.": "layer4."}
+_HEAD_PREFIXES = ("l1.", "l2.", "fc.", "fc1.", "fc2.", "linear.")
+_TIMM_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+_WRAPPERS = ("state_dict", "model", "weight")
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did, so a user can check nothing unexpected was thrown away."""
+
+    source_format: str  # "meta-uscl", "uscl" or "timm"
+    backbone_keys: int
+    dropped: list[str] = field(default_factory=list)  # head keys not part of the backbone
+    cast_from: list[str] = field(default_factory=list)  # dtypes converted to float32
+
+    def summary(self) -> str:
+        casts = f", cast {'/'.join(sorted(set(self.cast_from)))} to float32" if self.cast_from else ""
+        return (f"{self.source_format} checkpoint: {self.backbone_keys} backbone tensors kept, "
+                f"{len(self.dropped)} head tensors dropped ({', '.join(self.dropped) or 'none'}){casts}")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.pt`` pickle (weights_only) or a ``.safetensors`` file into a flat state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFormatError(f"{path}: no such checkpoint file.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointFormatError(
+                f"{path}: not a readable safetensors file ({err}); it may be truncated - download it again."
+            ) from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, zip/EOF errors: all mean "cannot read this safely"
+        raise CheckpointFormatError(
+            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}). It may be truncated, or hold arbitrary Python objects, which "
+            f"timm-uscl refuses to unpickle."
+        ) from err
+    while isinstance(obj, Mapping):
+        wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if wrapper is None:
+            break
+        obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointFormatError(
+            f"{path}: is not a state dict (expected a mapping of parameter names to tensors, possibly under "
+            f"'state_dict'; got {type(obj).__name__}). Pass the checkpoint file saved by the training code."
+        )
+    return dict(obj)
+
+
+def _strip_module(key: str) -> str:
+    return re.sub(r"^(module\.)+", "", key)
+
+
+def to_timm_state_dict(
+    state_dict: Mapping[str, torch.Tensor], label: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], ConversionReport]:
+    """Split a checkpoint into a timm ResNet backbone state dict and its head, mapping keys by name."""
+    backbone: dict[str, torch.Tensor] = {}
+    head: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    fmt = "timm"
+    for raw_key, tensor in state_dict.items():
+        key = _strip_module(raw_key)
+        prefix = next((p for p in _BACKBONE_PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            fmt = "meta-uscl"
+            backbone[_BACKBONE_PREFIXES[prefix] + key[len(prefix):]] = tensor
+        elif key.startswith(_HEAD_PREFIXES):
+            head[key] = tensor
+        elif key.startswith(_TIMM_PREFIXES):
+            backbone[key] = tensor
+        else:
+            unknown.append(raw_key)
+    if unknown:
+        raise CheckpointFormatError(
+            f"{label}: unexpected keys that belong to no known layout: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''}. Expected Meta-USCL/USCL keys (features.N., l1., l2., fc*) "
+            f"or timm/torchvision ResNet keys."
+        )
+    if not backbone:
+        raise CheckpointFormatError(f"{label}: holds no backbone weights (only {sorted(head)[:5]}).")
+    if fmt == "meta-uscl" and any(k.startswith(("fc1.", "fc2.", "linear.")) for k in head):
+        fmt = "uscl"
+    cast_from = sorted({str(t.dtype) for t in backbone.values() if t.is_floating_point() and t.dtype != torch.float32})
+    backbone = {k: (v.float() if v.is_floating_point() else v) for k, v in backbone.items()}
+    report = ConversionReport(fmt, len(backbone), dropped=sorted(head), cast_from=cast_from)
+    return backbone, head, report
+
+
+def _default_tag(path: Path, arch: str) -> str:
+    size = re.search(r"_(64|224)\b", path.stem)
+    return f"{arch}_uscl.metauscl_us4_{size.group(1)}" if size and arch == "resnet18" else ""
+
+
+def convert(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    arch: str = "resnet18",
+    weights: WeightsEntry | str | None = None,
+    keep_head: bool = False,
+) -> ConversionReport:
+    """Convert an authors' checkpoint into an export folder (see :func:`timm_uscl.hub.export`).
+
+    ``weights`` names the weights-table row whose metadata (mean/std, input size, licence) the export
+    carries; by default it is inferred from ``resnet18_64.pth``/``resnet18_224.pth`` file names.
+    """
+    from .hub import export
+
+    path = Path(checkpoint)
+    name = weights if weights is not None else _default_tag(path, arch)
+    if not name:
+        raise CheckpointFormatError(
+            f"{path}: cannot tell which pretrained tag this is; pass one of `timm-uscl list` with --tag."
+        )
+    entry = get_weights(name) if isinstance(name, str) else name
+    from .uscl import stock_architecture
+
+    if stock_architecture(entry.arch) != arch:
+        raise CheckpointFormatError(
+            f"{path}: --arch {arch} does not match the tag {entry.name} (a {stock_architecture(entry.arch)})."
+        )
+    backbone, head, report = to_timm_state_dict(load_checkpoint(path), label=str(path))
+    extra = {"projection_head.safetensors": head} if keep_head and head else None
+    try:
+        export(backbone, out_dir, entry, extra_files=extra)
+    except CheckpointFormatError as err:
+        raise CheckpointFormatError(f"{path}: {err}") from err
+    return report
