@@ -1,0 +1,130 @@
+"""Shared fixtures: one loopback Hub stand-in per session, isolated HF caches, data location, synthetic clips.
+
+The environment is set at import time because huggingface_hub, datasets and timm read ``HF_ENDPOINT``,
+``HF_HOME`` and the offline flags once, when they are first imported. Subprocesses started by tests inherit
+``os.environ`` and therefore talk to the same stub.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hubstub import HubStub
+
+if "huggingface_hub" in sys.modules:  # its constants would already point at the real Hub
+    raise RuntimeError("huggingface_hub was imported before tests/conftest.py could set HF_ENDPOINT")
+_HUB = HubStub().start()
+_SESSION_HOME = tempfile.TemporaryDirectory(prefix="timm_uscl_hf_home_")
+os.environ.update(
+    HF_ENDPOINT=_HUB.endpoint,
+    HF_HUB_DISABLE_XET="1",  # the stub speaks legacy LFS, not Xet
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_TOKEN="hf_test_token_not_secret",
+    HF_HOME=_SESSION_HOME.name,
+    HF_HUB_CACHE=os.path.join(_SESSION_HOME.name, "hub"),
+    HF_HUB_OFFLINE="0",
+    HF_DATASETS_OFFLINE="0",
+)
+for _var in ("TRANSFORMERS_OFFLINE", "HF_DATASETS_CACHE", "HF_XET_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN_PATH"):
+    os.environ.pop(_var, None)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _HUB.stop()
+    _SESSION_HOME.cleanup()
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> HubStub:
+    """The session's Hub stub, emptied, with a fresh HF cache (in-process and for subprocesses) for this test."""
+    import huggingface_hub.constants as hf_constants
+    from huggingface_hub import HfFileSystem
+
+    _HUB.reset()
+    home = tmp_path / "hf_home"
+    for name, value in (("HF_HOME", home), ("HF_HUB_CACHE", home / "hub"), ("HF_DATASETS_CACHE", home / "datasets")):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
+    if (ds_config := sys.modules.get("datasets.config")) is not None:
+        monkeypatch.setattr(ds_config, "HF_DATASETS_CACHE", home / "datasets")
+    # fsspec keeps HfFileSystem instances (and their directory listings) alive across tests: drop them.
+    HfFileSystem.clear_instance_cache()
+    return _HUB
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Turn huggingface_hub (and datasets) offline in-process and for subprocesses.
+
+    huggingface_hub 2.x checks ``constants.HF_HUB_OFFLINE`` at call time (its request hook raises
+    ``OfflineModeIsEnabled``, and downloads fall back to the cache); datasets copies the flag into
+    ``datasets.config`` at import, so a datasets imported during the test is reset afterwards.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    if (ds_config := sys.modules.get("datasets.config")) is not None:
+        monkeypatch.setattr(ds_config, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(ds_config, "HF_DATASETS_OFFLINE", True)
+    yield
+    if (ds_config := sys.modules.get("datasets.config")) is not None:
+        ds_config.HF_HUB_OFFLINE = ds_config.HF_DATASETS_OFFLINE = False
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared data folder (never in git): ``$TIMM_USCL_DATA`` or ``<repo>/../shared/data``."""
+    root = Path(os.environ.get("TIMM_USCL_DATA") or REPO_ROOT.parent / "shared" / "data")
+    if not root.is_dir():
+        msg = f"data folder {root} not found (set TIMM_USCL_DATA or provide <repo>/../shared/data)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(data_root: Path) -> Path:
+    """Small, licence-cleared samples of each dataset (see its README.md and manifest.csv)."""
+    return data_root / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def synthetic_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three 64x64, 24-frame H.264 clips of moving speckle with an 8-frame GOP, for tests that must not need real data."""
+    import av
+    import numpy as np
+
+    out = tmp_path_factory.mktemp("synthetic_clips")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    cone = ((np.abs(xx - 32) < yy * 0.6 + 2) & (yy > 4)).astype(np.float32)  # sector mask, like a probe's field
+    paths = []
+    for k in range(3):
+        path = out / f"clip{k}.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=24)
+            stream.width = stream.height = 64
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = 8
+            for i in range(24):
+                band = 0.6 + 0.4 * np.sin((yy + 2 * i + 10 * k) / 6.0)
+                g = np.clip(rng.rayleigh(0.35, (64, 64)) * band * cone * 255, 0, 255).astype(np.uint8)
+                frame = av.VideoFrame.from_ndarray(np.repeat(g[..., None], 3, 2), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        paths.append(path)
+    return paths
