@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .weights import WEIGHTS, WeightsEntry, get_weights
@@ -79,8 +79,8 @@ def _create(arch: str, pretrained: bool, **kwargs: Any) -> ResNet:
     if pretrained and _uses_registry_weights(kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")):
         from .hub import fetch_weights  # deferred: keeps `import timm_uscl` cheap
 
-        cfg = resolve_pretrained_cfg(arch, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-        entry = get_weights(f"{arch}.{cfg.tag}")
+        tag = kwargs.get("pretrained_cfg") or get_pretrained_cfg(arch).tag  # a tag string, or the default
+        entry = get_weights(f"{arch}.{tag}")
         path = fetch_weights(entry, cache_dir=kwargs.get("cache_dir"))
         kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "file": str(path)}
     spec = ARCHITECTURES[arch]

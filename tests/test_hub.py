@@ -1,0 +1,187 @@
+"""Export -> push -> load round trips through the real huggingface_hub client and the loopback Hub stub."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import timm_uscl
+from timm_uscl import WEIGHTS, ChecksumMismatchError, WeightsUnavailableError
+from timm_uscl.cli import main as cli
+from timm_uscl.hub import sha256_file
+from timm_uscl.weights import with_publication
+
+NAME = "resnet18_uscl.metauscl_us4_64"
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def source() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("resnet18_uscl").eval()
+
+
+@pytest.fixture
+def published(hub, source, tmp_path, monkeypatch):
+    """Export `source`, push it with the CLI, and record the printed revision/sha256 in the table."""
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    repo_id = WEIGHTS[NAME].repo_id
+    assert cli(["push", str(export_dir), "--repo-id", repo_id]) == 0
+    revision = hub.commits(repo_id)[-1]
+    sha = sha256_file(export_dir / "model.safetensors")
+    monkeypatch.setitem(WEIGHTS, NAME, with_publication(WEIGHTS[NAME], revision=revision, sha256=sha))
+    return export_dir
+
+
+def test_push_prints_revision_and_sha_but_never_the_token(hub, source, tmp_path, capsys):
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    assert cli(["push", str(export_dir), "--repo-id", "someone/uscl-test"]) == 0
+    out = capsys.readouterr().out
+    revision = hub.commits("someone/uscl-test")[-1]
+    assert f"revision: {revision}" in out and sha256_file(export_dir / "model.safetensors") in out
+    assert os.environ["HF_TOKEN"] not in out
+    assert set(hub.files("someone/uscl-test")) >= {"config.json", "model.safetensors", "README.md"}
+    assert hub.files("someone/uscl-test")["model.safetensors"] == (export_dir / "model.safetensors").read_bytes()
+
+
+def test_push_dry_run_uploads_nothing(hub, source, tmp_path, capsys):
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    hub.reset_log()
+    assert cli(["push", str(export_dir), "--repo-id", "someone/dry", "--dry-run"]) == 0
+    assert "would upload to someone/dry: README.md, config.json, model.safetensors" in capsys.readouterr().out
+    assert hub.requests == []
+
+
+def test_push_of_a_non_export_folder_is_a_clear_error(hub, tmp_path, capsys):
+    assert cli(["push", str(tmp_path), "--repo-id", "someone/x"]) == 1
+    assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_registry_name_and_hf_hub_give_identical_weights(published, source):
+    by_tag = timm.create_model(NAME, pretrained=True)
+    by_repo = timm.create_model(f"hf-hub:{WEIGHTS[NAME].repo_id}", pretrained=True)
+    assert _same_weights(by_tag, source) and _same_weights(by_repo, source)
+    def data_cfg(model):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in timm.data.resolve_model_data_config(model).items()}
+
+    assert data_cfg(by_tag) == data_cfg(by_repo)
+    assert data_cfg(by_repo)["mean"] == (0.18,) * 3 and data_cfg(by_repo)["input_size"] == (3, 64, 64)
+
+
+def test_pinned_revision_survives_a_later_push(published, hub, tmp_path):
+    other = timm.create_model("resnet18_uscl")
+    timm_uscl.push(timm_uscl.export(other, tmp_path / "other", NAME), WEIGHTS[NAME].repo_id)
+    assert _same_weights(timm.create_model(NAME, pretrained=True), timm.create_model(f"local-dir:{published}", pretrained=True))
+
+
+@pytest.fixture
+def warmed(published):
+    timm.create_model(NAME, pretrained=True)
+    return published
+
+
+def test_warm_cache_offline_makes_zero_requests(warmed, hub, offline):
+    hub.reset_log()
+    model = timm.create_model(NAME, pretrained=True, features_only=True, out_indices=(4,))
+    assert model(torch.randn(1, 3, 64, 64))[0].shape[1] == 512
+    assert hub.requests == []
+
+
+def test_warm_cache_offline_in_a_fresh_process(warmed, hub):
+    hub.reset_log()
+    entry = WEIGHTS[NAME]  # the published row, as the fixture recorded it
+    code = (
+        "import timm, timm_uscl\n"
+        "from timm_uscl.weights import WEIGHTS, with_publication\n"
+        f"WEIGHTS[{NAME!r}] = with_publication(WEIGHTS[{NAME!r}], {entry.revision!r}, {entry.sha256!r})\n"
+        f"print(timm.create_model({NAME!r}, pretrained=True).num_features)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "512" and hub.requests == []
+
+
+def test_cold_cache_offline_is_a_clear_error(published, offline):
+    with pytest.raises(WeightsUnavailableError, match=r"not in the local cache.*timm-uscl pull"):
+        timm.create_model(NAME, pretrained=True)
+
+
+def test_corrupted_download_fails_the_checksum(published, hub):
+    hub.corrupt(WEIGHTS[NAME].repo_id, "model.safetensors", data=b"\0" * 1024)
+    with pytest.raises(ChecksumMismatchError, match=r"checksum mismatch for .*model\.safetensors"):
+        timm.create_model(NAME, pretrained=True)
+
+
+def test_corrupted_cache_file_fails_the_checksum(warmed):
+    cached = timm_uscl.fetch_weights(WEIGHTS[NAME])
+    Path(os.path.realpath(cached)).write_bytes(b"tampered")
+    with pytest.raises(ChecksumMismatchError, match=str(cached)):
+        timm.create_model(NAME, pretrained=True)
+
+
+def test_missing_repo_and_missing_file(hub, monkeypatch):
+    entry = with_publication(WEIGHTS[NAME], revision="a" * 40, sha256="0" * 64)
+    monkeypatch.setitem(WEIGHTS, NAME, entry)
+    with pytest.raises(WeightsUnavailableError, match=r"repo timm-uscl/resnet18_uscl.metauscl_us4_64 does not exist"):
+        timm.create_model(NAME, pretrained=True)
+
+
+def test_missing_file_in_existing_repo(published, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(WEIGHTS, NAME, replace(WEIGHTS[NAME], filename="weights.safetensors"))
+    with pytest.raises(WeightsUnavailableError, match=r"weights\.safetensors of .* does not exist"):
+        timm.create_model(NAME, pretrained=True)
+
+
+def test_pull_prefetches_then_offline_loads(published, hub, capsys, monkeypatch):
+    assert cli(["pull", NAME]) == 0
+    assert "verified" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    hub.reset_log()
+    timm.create_model(NAME, pretrained=True)
+    assert hub.requests == []
+
+
+def test_export_loads_in_plain_timm_without_the_plugin(published, source, tmp_path):
+    """local-dir: and hf-hub: work in a Python that never imported timm_uscl."""
+    torch.save(source(torch.ones(1, 3, 64, 64)).detach(), tmp_path / "expected.pt")
+    code = (
+        "import sys, timm, torch\n"
+        f"x = torch.ones(1, 3, 64, 64); expected = torch.load({str(tmp_path / 'expected.pt')!r})\n"
+        f"for name in ('local-dir:{published}', 'hf-hub:{WEIGHTS[NAME].repo_id}'):\n"
+        "    m = timm.create_model(name, pretrained=True).eval()\n"
+        "    assert torch.allclose(m(x), expected, atol=1e-6), name\n"
+        "    assert tuple(m.pretrained_cfg['mean']) == (0.18, 0.18, 0.18), m.pretrained_cfg\n"
+        "assert 'timm_uscl' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_model_card_metadata_and_body(published):
+    card = (published / "README.md").read_text()
+    header = card.split("---")[1]
+    for needle in ("library_name: timm", "license: mit", "pipeline_tag: image-feature-extraction", "ultrasound",
+                   "model-index:"):
+        assert needle in header
+    for needle in ("features_only=True", "in_chans=1", "smp.Unet(", "mean **0.18**", "2212.04097", "2011.13066",
+                   "US-4"):
+        assert needle in card
+    config = json.loads((published / "config.json").read_text())
+    assert config["timm_uscl"]["sha256"] == sha256_file(published / "model.safetensors")
