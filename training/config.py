@@ -1,0 +1,160 @@
+"""Training configuration: presets (``configs/<name>.yaml``), a config file, then ``key=value`` overrides.
+
+The resolved config is saved as ``config.yaml`` in every run folder, so a run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_origin, get_type_hints
+
+import yaml
+
+from timm_uscl.errors import USCLError
+
+__all__ = ["TrainConfig", "ConfigError", "PRESETS", "load_config", "save_config", "parse_overrides"]
+
+PRESETS = ("meta_uscl", "uscl", "simclr")
+
+
+class ConfigError(USCLError, ValueError):
+    """An unknown preset or key, or a value of the wrong type."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a pretraining run; the defaults are the Meta-USCL paper recipe."""
+
+    preset: str = "meta_uscl"
+    # model
+    arch: str = "resnet18_uscl"
+    proj_dim: int = 128
+    temperature: float = 0.5
+    # data
+    source: str = "jannisborn/COVID-BLUES"  # Hub dataset id, local video folder, or parquet glob
+    pair_type: str = "metauscl"  # metauscl | uscl | simclr
+    image_size: int = 64
+    batch_size: int = 32  # videos (pairs) per step, per process
+    num_workers: int = 2
+    meta_fraction: float = 0.2
+    meta_batch_size: int = 32
+    max_dist: int = 999
+    crop_scale: float = 0.7
+    jitter_strength: float = 0.8
+    mean: float = 0.18
+    std: float = 0.24
+    filters: dict[str, Any] = field(default_factory=dict)  # metadata column -> allowed value(s)
+    exclude: dict[str, Any] = field(default_factory=dict)  # metadata column -> excluded value(s)
+    # optimisation
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 300
+    warmup_epochs: int = 10
+    schedule: str = "metauscl"  # metauscl: exp warm-up then cosine; uscl: constant then cosine; constant
+    # CMW-Net meta-weighting
+    meta: bool = True
+    meta_interval: int = 1  # meta step every k iterations (k = 1 is the paper)
+    cmw_lr: float = 6e-5
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    out_dir: str = "runs/meta_uscl"
+    checkpoint_every: int = 100  # steps; a checkpoint is also written at every epoch end
+    max_steps: int = 0  # stop after this many steps in total (0: run all epochs)
+    log_every: int = 1
+    tensorboard: bool = False
+    export_tag: str = "resnet18_uscl.metauscl_covidblues_64"  # weights-table row the final export describes
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            (self.pair_type in ("metauscl", "uscl", "simclr"), f"pair_type must be metauscl, uscl or simclr, not {self.pair_type!r}"),
+            (self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, not {self.optimizer!r}"),
+            (self.schedule in ("metauscl", "uscl", "constant"), "schedule must be metauscl, uscl or constant"),
+            (not (self.meta and self.optimizer != "sgd"),
+             "meta=true needs optimizer=sgd: the lookahead mirrors an SGD step (set meta=false for Adam)"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)"),
+            (self.meta_interval >= 1, "meta_interval must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid config: {message}")
+        return self
+
+
+_TYPES = get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = _TYPES[key]
+    if isinstance(value, str) and kind is not str:
+        value = yaml.safe_load(value)  # "true", "3e-4", "{probe: convex}" from the command line
+    origin = get_origin(kind) or kind
+    if origin is dict:
+        ok = isinstance(value, dict)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, origin) and not (origin is int and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"config key {key!r} needs a {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _merge(config: TrainConfig, values: dict[str, Any], origin: str) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+    return dataclasses.replace(config, **{k: _coerce(k, v) for k, v in values.items()})
+
+
+def _read_yaml(path: Any, origin: str) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text() if hasattr(path, "read_text") else Path(path).read_text())
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a config file must be a YAML mapping of key: value")
+    return data
+
+
+def load_config(
+    preset: str = "meta_uscl",
+    config_file: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Preset, then config file, then overrides (``{"epochs": 2}`` or ``{"epochs": "2"}``), validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    preset_file = resources.files("timm_uscl.configs").joinpath(f"{preset}.yaml")
+    config = _merge(TrainConfig(), _read_yaml(preset_file, f"preset {preset}"), f"preset {preset}")
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"{config_file}: config file not found")
+        config = _merge(config, _read_yaml(config_file, str(config_file)), str(config_file))
+    return _merge(config, dict(overrides or {}), "override").validate()
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["epochs=2", "meta=false"]`` -> ``{"epochs": "2", "meta": "false"}`` (typed later by the config)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not key=value")
+        out[key.strip()] = value
+    return out
+
