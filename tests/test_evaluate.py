@@ -99,6 +99,14 @@ def test_same_seed_same_results(results: dict[str, Any], data_root: Path) -> Non
     assert again["tasks"]["pocus"] == results["tasks"]["pocus"]
 
 
+def test_inner_validation_picks_an_epoch_from_a_grouped_split(data_root: Path) -> None:
+    res = evaluate(MODEL, tasks=["pocus"], protocol="finetune", data_root=data_root, select="val",
+                   **dict(TINY, epochs=2))
+    for fold in res["tasks"]["pocus"]["protocols"]["finetune"]["folds"]:
+        assert fold["n_val"] > 0 and fold["epoch"] in (1, 2)
+        assert fold["n_train"] + fold["n_val"] == 4 * 4 * TINY["frames_per_video"]  # 4 training folds x 4 videos
+
+
 @pytest.mark.parametrize("task", list(TASKS))
 def test_folds_never_share_a_patient_or_cluster(data_root: Path, task: str) -> None:
     items = load_items(TASKS[task], data_root)

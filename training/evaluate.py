@@ -150,6 +150,11 @@ def _load_checkpoint(model: nn.Module, path: Path, arch: str) -> None:
 
     if not path.is_file():
         raise EvaluationError(f"{path}: no such checkpoint file")
+    if path.suffix != ".safetensors":
+        raise CheckpointFormatError(
+            f"{path}: only a .safetensors backbone state dict is accepted (not a trainer's full .pt state); "
+            "save the backbone's timm state_dict() with safetensors, or export it and pass local-dir:DIR"
+        )
     try:
         state = load_file(str(path))
     except Exception as e:  # safetensors raises its own untyped errors
