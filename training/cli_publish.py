@@ -1,0 +1,56 @@
+"""``timm-uscl publish-dataset FOLDER REPO_ID``: a folder of videos -> a streamable Hub dataset.
+
+Import-light: only argparse at import; the handler imports :mod:`.publish` (datasets, huggingface_hub).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``publish-dataset`` subcommand; its handler is ``args.func(args) -> int``."""
+    p = subparsers.add_parser(
+        "publish-dataset", help="publish a folder of videos as a Hub dataset (parquet shards + card)",
+        description="Embed the videos of FOLDER (and its metadata.csv) verbatim into parquet shards, render a "
+                    "dataset card with per-file licences, and push them to the dataset repo REPO_ID.")
+    p.add_argument("folder", help="folder of videos, optionally with a videofolder-style metadata.csv")
+    p.add_argument("repo_id", help="dataset repo, e.g. org/lung-ultrasound-videos")
+    p.add_argument("--max-shard-mb", type=float, default=500.0, help="upper bound of one parquet shard (MiB)")
+    p.add_argument("--max-videos-per-shard", type=int, default=None, help="upper bound of videos per shard")
+    p.add_argument("--pretty-name", default=None)
+    p.add_argument("--licence", "--license", dest="licence", default=None,
+                   help="card licence id (default: the metadata's single licence, else 'other')")
+    p.add_argument("--citation-file", default=None, help="a BibTeX file for the card's citation section")
+    p.add_argument("--description", default=None, help="a paragraph for the top of the card")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--out-dir", default=None, help="also keep the shards and card here")
+    p.add_argument("--dry-run", action="store_true", help="write to --out-dir only, push nothing")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from timm_uscl.errors import USCLError
+
+    from .publish import publish_dataset
+
+    if args.dry_run and not args.out_dir:
+        print("error: --dry-run needs --out-dir to write the files to")
+        return 2
+    citation = None
+    if args.citation_file:
+        with open(args.citation_file, encoding="utf-8") as f:
+            citation = f.read().strip()
+    try:
+        where = publish_dataset(args.folder, args.repo_id, private=args.private, max_shard_mb=args.max_shard_mb,
+                                max_videos_per_shard=args.max_videos_per_shard, pretty_name=args.pretty_name,
+                                citation=citation, description=args.description, licence=args.licence,
+                                out_dir=args.out_dir, push=not args.dry_run)
+    except USCLError as e:
+        print(f"error: {e}")
+        return 1
+    print(("wrote " if args.dry_run else "published ") + where)
+    return 0

@@ -1,0 +1,193 @@
+"""Video decoding with torchcodec: only the frames a pair needs, resized by the decoder, as uint8.
+
+Why this shape:
+
+* **Sparse, sorted, approximate.** A pair needs 1-3 frames of a clip, so we open the decoder in
+  ``seek_mode="approximate"`` (no scan of the file at open) and ask for the sorted, de-duplicated indices in
+  one ``get_frames_at`` call; the decoder seeks to the nearest keyframe and decodes forward from there.
+  The cost is therefore set by the GOP: most ultrasound clips are a single GOP (one keyframe at 0), where a
+  uniform frame triple costs about 80 % of decoding the whole clip. That is why :class:`FrameCache` exists:
+  the first touch of a clip decodes it whole (barely dearer than a sparse read) and stores the resized
+  frames; later epochs read three frames from a memory map.
+* **Decoder-side resize.** ``torchcodec.transforms.Resize`` (torchcodec >= 0.17) scales inside FFmpeg
+  before the RGB conversion, so workers never hold full-size frames. This is also step 1 of the reference
+  transform (``Resize((S, S))``, a square resize that ignores the aspect ratio).
+* **Grayscale as 3 identical channels.** Ultrasound is grayscale. With ``grayscale=True`` (the default) we
+  keep one luma channel (PIL's ``convert("L")`` weights), which cuts worker memory and host-to-device
+  traffic by 3x; :mod:`.augment` expands it to 3 identical channels at the end. That matches the original
+  checkpoints (trained on RGB reads of grayscale frames) and timm's 3-channel ``conv1``; ``in_chans=1`` is
+  exactly equivalent through timm's stem folding because mean and std are equal per channel (Meta-USCL
+  0.18/0.24, USCL 0.5/0.25). ``grayscale=False`` keeps RGB (colour Doppler overlays survive).
+* **CPU by default.** Decoding runs in DataLoader workers on CPU. ``device="cuda"`` (NVDEC) is accepted but
+  unmeasured here (no GPU); published measurements show it slower for sparse small-frame access and it
+  cannot run in forked workers, so it is opt-in and requires ``num_workers=0``.
+* **Containers that cannot seek.** Some files have no frame count in the header (MPEG-2 program streams)
+  or fail at a seek near the end; those fall back to decoding sequentially until the decoder stops, and the
+  frame count becomes the number of frames that really decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from timm_uscl.errors import USCLError
+
+__all__ = ["DataError", "DecodeError", "VideoInput", "FrameCache", "video_name", "read_frames", "to_gray"]
+
+VideoInput = str | os.PathLike | bytes | Mapping[str, Any]
+"""A path, raw bytes, or a ``datasets`` ``Video(decode=False)`` value ``{"path": ..., "bytes": ...}``."""
+
+
+class DataError(USCLError):
+    """The training data cannot be used: nothing decodes, a source or filter matches nothing, bad config."""
+
+
+class DecodeError(DataError):
+    """One video could not be opened or decoded (corrupt, truncated, zero frames, not a video)."""
+
+
+def video_name(video: VideoInput) -> str:
+    """A short name for messages and the meta split: the file name, whatever the storage."""
+    if isinstance(video, Mapping):
+        path = video.get("path")
+        if path:
+            return os.path.basename(str(path))
+        data = video.get("bytes") or b""
+        return f"<{len(data)} bytes sha1:{hashlib.sha1(data).hexdigest()[:10]}>"
+    if isinstance(video, bytes | bytearray):
+        return f"<{len(video)} bytes sha1:{hashlib.sha1(video).hexdigest()[:10]}>"
+    return os.path.basename(os.fspath(video))
+
+
+def _open_source(video: VideoInput) -> Any:
+    """What ``VideoDecoder`` accepts: bytes, a local path, or a file object for remote (``hf://``) paths."""
+    if isinstance(video, Mapping):
+        if video.get("bytes"):
+            return video["bytes"]
+        video = video.get("path") or ""
+    if isinstance(video, bytes | bytearray):
+        return bytes(video)
+    path = os.fspath(video)
+    if "://" in path:
+        import fsspec
+
+        return fsspec.open(path, "rb").open()
+    return path
+
+
+def to_gray(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``[N, 3, H, W]`` -> uint8 luma ``[N, 1, H, W]``, with PIL's integer ITU-R 601 weights."""
+    r, g, b = frames.to(torch.int32).unbind(1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
+
+
+class FrameCache:
+    """Resized uint8 frames of whole clips, one ``.npy`` per clip, read back as memory maps.
+
+    A local, git-ignored cache for your own use (allowed even for CC BY-NC-ND data: nothing is shared).
+    The key covers the clip identity (path + size + mtime, or a hash of the bytes), the size and the mode,
+    so a changed file or setting never reads stale frames. Writes go to a temporary file and are renamed,
+    so concurrent workers and ranks never see half a file.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, video: VideoInput, size: int, grayscale: bool) -> str:
+        h = hashlib.blake2b(f"{size}:{int(grayscale)}:".encode(), digest_size=16)
+        if isinstance(video, Mapping) and video.get("bytes"):
+            h.update(video["bytes"])
+        elif isinstance(video, bytes | bytearray):
+            h.update(video)
+        else:
+            path = os.fspath(video["path"] if isinstance(video, Mapping) else video)
+            if "://" in path:
+                h.update(path.encode())
+            else:
+                st = os.stat(path)
+                h.update(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.root / f"{key}.npy"
+        try:
+            return np.load(path, mmap_mode="r")
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+
+    def put(self, key: str, frames: torch.Tensor) -> None:
+        tmp = self.root / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, frames.numpy())
+        os.replace(tmp, self.root / f"{key}.npy")
+
+
+def _decoder(video: VideoInput, size: int, device: str) -> Any:
+    from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
+
+    try:
+        return VideoDecoder(_open_source(video), seek_mode="approximate", transforms=[Resize((size, size))],
+                            device=device, num_ffmpeg_threads=1, dimension_order="NCHW")
+    except Exception as e:  # FFmpeg reports every kind of bad input as RuntimeError/ValueError
+        raise DecodeError(f"{video_name(video)}: cannot open as a video ({e})") from e
+
+
+def _decode_all(decoder: Any, name: str) -> torch.Tensor:
+    """Every frame the decoder yields, in order; stops quietly where a damaged or unindexed file ends."""
+    n = decoder.metadata.num_frames_from_header
+    if n:
+        try:
+            return decoder.get_frames_in_range(0, n).data
+        except Exception:  # noqa: BLE001 - a bad tail: retry frame by frame below
+            pass
+    frames = []
+    for i in range(1 << 20):
+        try:
+            frames.append(decoder.get_frame_at(i).data)
+        except Exception:  # noqa: BLE001 - end of stream, or damage: keep what decoded
+            break
+    if not frames:
+        raise DecodeError(f"{name}: no frame decodes (empty, truncated or not a video)")
+    return torch.stack(frames)
+
+
+def read_frames(video: VideoInput, choose: Callable[[int], Sequence[int]], size: int, *, grayscale: bool = True,
+                device: str = "cpu", cache: FrameCache | None = None) -> torch.Tensor:
+    """Decode the frames ``choose(num_frames)`` asks for, resized to ``size`` x ``size``.
+
+    Returns uint8 ``[len(indices), C, size, size]`` in the order of the chosen indices (repeats allowed),
+    with C = 1 (grayscale) or 3, on CPU. Raises :class:`DecodeError` for anything that does not decode.
+    """
+    name = video_name(video)
+    key = cache.key(video, size, grayscale) if cache is not None else None
+    if key is not None and (clip := cache.get(key)) is not None:
+        idx = list(choose(len(clip)))
+        return torch.from_numpy(np.ascontiguousarray(clip[idx]))
+
+    decoder = _decoder(video, size, device)
+    n = decoder.metadata.num_frames_from_header
+    frames: torch.Tensor | None = None
+    if key is None and n:
+        idx = list(choose(n))
+        order = sorted(set(idx))
+        try:
+            batch = decoder.get_frames_at(order).data
+            frames = batch[[order.index(i) for i in idx]]
+        except Exception:  # noqa: BLE001 - seek past a bad tail or a wrong header count: go sequential
+            frames = None
+    if frames is None:
+        clip = _decode_all(decoder, name)
+        if grayscale:
+            clip = to_gray(clip.cpu())
+        if key is not None:
+            cache.put(key, clip.cpu())
+        return clip[list(choose(len(clip)))].cpu()
+    frames = frames.cpu()
+    return to_gray(frames) if grayscale else frames
