@@ -48,6 +48,8 @@ class TrainConfig:
     std: float = 0.24
     filters: dict[str, Any] = field(default_factory=dict)  # metadata column -> allowed value(s)
     exclude: dict[str, Any] = field(default_factory=dict)  # metadata column -> excluded value(s)
+    meta_group_by: str = ""  # metadata column (e.g. patient) that keeps a group wholly in or out of the meta split
+    frame_cache: str = ""  # folder for decoded, resized frames (local disk, outside the repo); "" = off
     # optimisation
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
