@@ -15,8 +15,10 @@ reproduces a batch exactly on any device.
   ``[-h, h]``), the four ops in a random order per sample, each on the ``[0, 1]`` image and clamped.
   On grayscale input (one channel, see :mod:`.decode`) saturation and hue are exact no-ops on 3 identical
   channels and are skipped; only brightness, contrast and their order matter. RGB input gets all four.
-* Differences from PIL: everything stays float (PIL rounds to uint8 after each op) and contrast uses the
-  exact float mean (PIL rounds it to an integer grey level). Both are below one grey level.
+* Differences from PIL: everything stays float (PIL rounds to uint8 after each op), contrast uses the
+  exact float mean (PIL rounds it to an integer grey level), and the outermost output pixels of a crop
+  interpolate with the real pixels just outside the box where PIL clamps to the box edge. All are below
+  one grey level or half a pixel.
 
 ``bench_pipeline.py`` measures this against kornia's ``AugmentationSequential`` (see benchmarks/RESULTS.md);
 this implementation is kept because it was faster and needs no extra dependency.
@@ -106,7 +108,7 @@ def _crop_flip(x: torch.Tensor, p: CropParams, size: int) -> torch.Tensor:
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # torchvision weights
 
 
 def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
