@@ -199,6 +199,19 @@ def test_checkpoint_needs_arch_and_loads_into_every_protocol(tmp_path: Path, dat
     assert from_file["tasks"] == by_name["tasks"]
 
 
+def test_local_dir_export_loads_with_its_preprocessing(tmp_path: Path) -> None:
+    import timm
+
+    from timm_uscl import export
+
+    torch.manual_seed(0)
+    model = timm.create_model(MODEL, num_classes=0)
+    backbone = load_backbone(f"local-dir:{export(model, tmp_path / 'export', 'resnet18_uscl.metauscl_us4_64')}")
+    assert backbone.mean == (0.18,) * 3 and backbone.smp_encoder is None
+    encoder = build_unet(backbone).encoder.model.state_dict()
+    assert all(torch.equal(v, encoder[k]) for k, v in model.state_dict().items() if k in encoder)
+
+
 def test_missing_data_root_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from timm_uscl.cli import main
 
