@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from clips import make_clip
 from hubstub import HubStub
 
 if "huggingface_hub" in sys.modules:  # its constants would already point at the real Hub
@@ -103,28 +104,14 @@ def fixtures_dir(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three 64x64, 24-frame H.264 clips of moving speckle with an 8-frame GOP, for tests that must not need real data."""
-    import av
-    import numpy as np
-
     out = tmp_path_factory.mktemp("synthetic_clips")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:64, :64]
-    cone = ((np.abs(xx - 32) < yy * 0.6 + 2) & (yy > 4)).astype(np.float32)  # sector mask, like a probe's field
-    paths = []
-    for k in range(3):
-        path = out / f"clip{k}.mp4"
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=24)
-            stream.width = stream.height = 64
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.gop_size = 8
-            for i in range(24):
-                band = 0.6 + 0.4 * np.sin((yy + 2 * i + 10 * k) / 6.0)
-                g = np.clip(rng.rayleigh(0.35, (64, 64)) * band * cone * 255, 0, 255).astype(np.uint8)
-                frame = av.VideoFrame.from_ndarray(np.repeat(g[..., None], 3, 2), format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        paths.append(path)
-    return paths
+    return [make_clip(out / f"clip{k}.mp4", seed=k) for k in range(3)]
+
+
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of ten small clips (32x32, 12-16 frames): enough videos for batches and a meta split."""
+    out = tmp_path_factory.mktemp("clip_folder")
+    for k in range(10):
+        make_clip(out / f"video{k:02d}.mp4", size=32, frames=12 + k % 5, seed=100 + k, gop=4)
+    return out

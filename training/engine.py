@@ -345,6 +345,9 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
         checkpoint(epoch + 1)
     metrics.close()
 
+    if world > 1:  # BN running statistics are per rank after the last forward; DDP's model keeps rank 0's
+        for buffer in core.buffers():
+            torch_dist.broadcast(buffer, src=0)
     digest = _weights_hash(core)
     hashes = [digest]
     if world > 1:
