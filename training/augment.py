@@ -164,12 +164,15 @@ def _jitter(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     factors = factors.to(dev, x.dtype).view(n, 3, 1, 1, 1)
     hue_f = hue_f.to(dev, x.dtype)
     order = order.to(dev)
-    ops = [lambda t: _brightness(t, factors[:, 0]), lambda t: _contrast(t, factors[:, 1])]
+    ops = [lambda t, i: _brightness(t, factors[i, 0]), lambda t, i: _contrast(t, factors[i, 1])]
     if x.shape[1] == 3:
-        ops += [lambda t: _saturation(t, factors[:, 2]), lambda t: _hue(t, hue_f)]
+        ops += [lambda t, i: _saturation(t, factors[i, 2]), lambda t, i: _hue(t, hue_f[i])]
+    # each op runs once per sample, on the samples that have it at this position (index groups, no waste)
     for pos in range(4):
         for k, op in enumerate(ops):
-            x = torch.where((order[:, pos] == k).view(n, 1, 1, 1), op(x), x)
+            idx = (order[:, pos] == k).nonzero().squeeze(1)
+            if idx.numel():
+                x = x.index_copy(0, idx, op(x.index_select(0, idx), idx))
     return x
 
 
