@@ -49,7 +49,9 @@ class TrainConfig:
     filters: dict[str, Any] = field(default_factory=dict)  # metadata column -> allowed value(s)
     exclude: dict[str, Any] = field(default_factory=dict)  # metadata column -> excluded value(s)
     meta_group_by: str = ""  # metadata column (e.g. patient) that keeps a group wholly in or out of the meta split
-    frame_cache: str = ""  # folder for decoded, resized frames (local disk, outside the repo); "" = off
+    # decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which
+    # is never shared): without it every pair decodes most of a single-GOP clip (benchmarks/RESULTS.md). "" = off
+    frame_cache: str = "~/.cache/timm-uscl/frames"
     # optimisation
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
