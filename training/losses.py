@@ -39,7 +39,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather
     rows = torch.arange(2 * n, device=z1.device)
     own = offset + rows % n + m * (rows >= n)  # column of each anchor itself
     pos = offset + rows % n + m * (rows < n)  # column of its positive
-    logits = logits.masked_fill(F.one_hot(own, 2 * m).bool(), float("-inf"))
+    self_mask = torch.arange(2 * m, device=z1.device) == own[:, None]  # not one_hot: no host-side range check
+    logits = logits.masked_fill(self_mask, float("-inf"))
     return F.cross_entropy(logits, pos, reduction="none")
 
 
