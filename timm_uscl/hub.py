@@ -35,6 +35,7 @@ __all__ = [
     "export",
     "push",
     "export_config",
+    "update_card",
 ]
 
 CONFIG_NAME = "config.json"
@@ -185,6 +186,28 @@ def export(
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     (out / CARD_NAME).write_text(render_model_card(entry, arch=arch, sha256=digest))
     return out
+
+
+def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult]) -> Path:
+    """Re-render an export's README.md with measured evaluation results (table and model-index)."""
+    from dataclasses import replace
+
+    from .cards import render_model_card
+
+    folder = Path(export_dir)
+    _export_files(folder)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    pretrained_cfg = config["pretrained_cfg"]
+    entry = replace(
+        get_weights(config["timm_uscl"]["name"]),
+        input_size=tuple(pretrained_cfg["input_size"]),
+        mean=tuple(pretrained_cfg["mean"]),
+        std=tuple(pretrained_cfg["std"]),
+        results=tuple(results),
+    )
+    card = folder / CARD_NAME
+    card.write_text(render_model_card(entry, arch=config["architecture"], sha256=sha256_file(folder / WEIGHTS_NAME)))
+    return card
 
 
 @dataclass(frozen=True)

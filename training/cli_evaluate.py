@@ -23,6 +23,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(markdown)
+    if args.card:
+        from timm_uscl.hub import update_card
+
+        from .eval_metrics import card_results
+
+        print(f"updated {update_card(args.card, card_results(results))}")
     print(markdown, end="")
     return 0
 
@@ -33,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="fine-tune / linear-probe a backbone on POCUS, COVID-BLUES, BUSI (+ segmentation)",
         description="Evaluate a backbone on fixed grouped folds; prints a markdown table, --out writes the JSON.",
     )
-    p.add_argument("model", help="timm name (resnet18_uscl.<tag>), hf-hub:REPO, local-dir:DIR, or a .safetensors file")
+    p.add_argument("model", help="timm name (resnet18_uscl.<tag>), hf-hub:REPO, local-dir:DIR, a .safetensors "
+                                 "backbone (with --arch) or a `timm-uscl pretrain` checkpoint (last.pt)")
     p.add_argument("--arch", help="timm architecture of a .safetensors checkpoint (e.g. resnet18_uscl)")
     p.add_argument("--tasks", nargs="+", default=["pocus", "covid_blues", "busi", "busi_seg"],
                    help="pocus covid_blues covid_blues_severity busi busi_seg (default: all but severity)")
@@ -54,4 +61,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write the results JSON here")
     p.add_argument("--markdown", help="write the markdown table here")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--card", metavar="EXPORT", help="write the results into this export folder's model card")
     p.set_defaults(func=_cmd_evaluate)

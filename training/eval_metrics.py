@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
+from timm_uscl.weights import EvalResult
+
 __all__ = [
     "classification_metrics",
     "video_probs",
@@ -16,6 +18,7 @@ __all__ = [
     "segmentation_metrics",
     "summarize",
     "results_to_markdown",
+    "card_results",
 ]
 
 
@@ -141,3 +144,27 @@ def results_to_markdown(results: Mapping[str, Any]) -> str:
         "Dice/IoU are per image; an empty ground truth scores 1 if the prediction is empty too, else 0."
     )
     return "\n".join(lines) + "\n"
+
+
+def card_results(results: Mapping[str, Any]) -> list[EvalResult]:
+    """The headline numbers of an :func:`evaluate` result as weights-table / model-card entries.
+
+    Classification: video-level accuracy and macro-F1 where the task has videos, else image-level; segmentation:
+    Dice and IoU. All are means over folds with their std, the epoch chosen without the test fold.
+    """
+    cfg = results["config"]
+    out = []
+    for task, res in results["tasks"].items():
+        for pres in res["protocols"].values():
+            metrics = pres["summary"]["metrics"]
+            protocol = (f"{pres['name']}, {len(cfg['folds'])} folds, {cfg['image_size']}px, {cfg['epochs']} epochs, "
+                        f"epoch by {cfg['select']}")
+            if res["kind"] == "segmentation":
+                chosen = [("dice", metrics["dice"]), ("iou", metrics["iou"])]
+            else:
+                level = metrics["video"] if "video" in metrics else next(iter(metrics.values()))
+                chosen = [("accuracy", level["accuracy"]), ("macro_f1", level["macro_f1"])]
+            for metric, stat in chosen:
+                out.append(EvalResult(task=res["description"], dataset=task, metric=metric, value=stat["mean"],
+                                      std=stat["std"], protocol=protocol, source="measured: timm-uscl evaluate"))
+    return out

@@ -117,6 +117,8 @@ def load_backbone(name_or_path: str, arch: str | None = None, pretrained: bool =
     import timm_uscl  # noqa: F401  (registers the *_uscl archs so their names resolve)
 
     path = Path(name_or_path)
+    if path.suffix == ".pt" and path.is_file():
+        return _trainer_checkpoint(path)
     if name_or_path.endswith(".safetensors") or path.is_file():
         if arch is None:
             raise EvaluationError(f"{path}: a checkpoint needs --arch, the timm architecture it holds (e.g. resnet18_uscl)")
@@ -137,6 +139,23 @@ def load_backbone(name_or_path: str, arch: str | None = None, pretrained: bool =
     return _backbone(name_or_path, get_arch_name(name_or_path), model, f"tu-{name_or_path}", pretrained)
 
 
+def _trainer_checkpoint(path: Path) -> Backbone:
+    """The backbone of a ``timm-uscl pretrain`` checkpoint (``last.pt``), with the run's own mean/std."""
+    import timm
+    from timm.models import get_arch_name
+
+    from .checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not {"model", "config", "step"} <= set(state):
+        raise CheckpointFormatError(f"{path}: not a timm-uscl pretrain checkpoint (no model/config/step entries)")
+    run = state["config"]
+    stats = {"mean": (run["mean"],) * 3, "std": (run["std"],) * 3, "input_size": (3, run["image_size"], run["image_size"])}
+    model = timm.create_model(run["arch"], pretrained=False, num_classes=0, pretrained_cfg_overlay=stats)
+    model.load_state_dict({k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")})
+    return _backbone(f"{path} (step {state['step']})", get_arch_name(run["arch"]), model, None, True)
+
+
 def _backbone(name: str, arch: str, model: nn.Module, smp_encoder: str | None, pretrained: bool) -> Backbone:
     from timm.data import resolve_model_data_config
 
@@ -152,8 +171,8 @@ def _load_checkpoint(model: nn.Module, path: Path, arch: str) -> None:
         raise EvaluationError(f"{path}: no such checkpoint file")
     if path.suffix != ".safetensors":
         raise CheckpointFormatError(
-            f"{path}: only a .safetensors backbone state dict is accepted (not a trainer's full .pt state); "
-            "save the backbone's timm state_dict() with safetensors, or export it and pass local-dir:DIR"
+            f"{path}: only a .safetensors backbone state dict or a `timm-uscl pretrain` checkpoint (.pt) is "
+            "accepted; convert other files with `timm-uscl convert` and pass local-dir:DIR"
         )
     try:
         state = load_file(str(path))
