@@ -15,16 +15,17 @@ One meta iteration (reference: MU train.py:124-185, minus its bugs):
 
 1. One forward ``(h, z) = model(cat(x1, x2))`` at θ. It is both the reference's virtual forward and its real
    forward (same θ, same inputs), so it is the only pass that updates BatchNorm running statistics; every other
-   pass runs through ``torch.func.functional_call`` on cloned buffers.
+   pass runs through ``torch.func.functional_call`` on cloned buffers. Both views go through one forward, so
+   BatchNorm batch statistics cover both views (SimCLR / lightly style; the reference forwards them apart).
 2. Virtual step θ' = θ - lr·(μ·buf + g + wd·θ), g = ∇θ L̂, L̂ = Σ w̃(α, h) ℓ (CMW input h not detached),
    mirroring the optimizer's current lr, momentum buffer (if it exists), dampening, nesterov, weight decay.
 3. Meta loss: unweighted NT-Xent of the meta batch at θ'; v = ∇θ' L_meta.
 4. Hypergradient dL_meta/dα = -∂/∂α <c(α), J·(κ ⊙ v)>, with c = ∂L̂/∂(h, z), J = ∂(h, z)/∂θ and κ = ∂θ'/∂g
    (lr, times the momentum factor). Only the tangent J·(κ ⊙ v) touches the backbone, and it does not depend on
    α, so the α-part is a tiny computation on (h, z). The tangent comes from either
-   - ``"jvp"`` (default: the fastest on CPU, 3.96x a plain step against 4.59x, and less memory, see
-     benchmarks/RESULTS.md): forward-mode ``torch.func.jvp`` of a recomputed forward, after a plain
-     first-order backward. It runs in full precision (``torch.func.jvp`` does not compose with autocast) and
+   - ``"jvp"`` (default: the fastest on CPU, 3.95x / 4.30x a plain step at 64² / 112² against 4.57x / 4.98x,
+     and less memory; benchmarks/RESULTS.md): forward-mode ``torch.func.jvp`` of a recomputed forward, after
+     a plain first-order backward. It runs in full precision (``torch.func.jvp`` does not compose with autocast) and
      assumes a deterministic forward (no dropout / drop-path: the recomputation would draw new masks);
    - ``"double_backward"``: differentiate the virtual backward ``g = Jᵀu`` (kept with ``create_graph``) with
      respect to its cotangent ``u``. Nothing is recomputed, so it is dropout-safe and runs under bf16
@@ -32,9 +33,10 @@ One meta iteration (reference: MU train.py:124-185, minus its bugs):
 5. Adam step of CMW-Net (gradients averaged over ranks by hand), then the real SGD step with the updated
    CMW-Net's weights, detached, backpropagated through DDP.
 
-Under DDP the lookahead (steps 2-4) is per rank: local batch, local negatives, ``ddp.module`` (DDP cannot
-differentiate twice); the averaged CMW gradient is the mean of the ranks' exact hypergradients. On one process
-it is the exact hypergradient of the reference.
+Under DDP the lookahead (steps 2-4) is per rank: local batch, local negatives, ``ddp.module`` for the
+functional passes, ``torch.autograd.grad`` on the DDP forward's graph (which does not fire DDP's reducer);
+CMW-Net gets the mean of the ranks' exact local hypergradients. On one process it is the exact hypergradient
+of the reference. SyncBatchNorm is not supported in the lookahead.
 
 ``MetaStepConfig.lookahead`` restricts the virtual step to parameters whose names start with the given
 prefixes, e.g. ``("backbone.layer4.", "head.")``: an APPROXIMATION (the other parameters are held fixed in θ'),
@@ -146,7 +148,7 @@ def _check_sgd(optimizer: torch.optim.Optimizer) -> None:
 def _virtual_sgd(
     optimizer: torch.optim.SGD, params: Tensors, grads: tuple[torch.Tensor, ...]
 ) -> tuple[Tensors, list[torch.Tensor | float]]:
-    """θ' (detached) after one step of ``optimizer`` with ``grads``, and κ = ∂θ'/∂g per parameter (-κ really)."""
+    """θ' (detached) after one step of ``optimizer`` with ``grads``, and κ per parameter: θ' = const - κ·g."""
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     theta, kappa = {}, []
     for (name, p), g in zip(params.items(), grads):
