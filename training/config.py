@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from timm_uscl.errors import USCLError
+
+from .data import DataConfig
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "load_config", "save_config", "parse_overrides"]
 
@@ -25,33 +28,22 @@ class ConfigError(USCLError, ValueError):
 
 
 @dataclass
-class TrainConfig:
-    """Every knob of a pretraining run; the defaults are the Meta-USCL paper recipe."""
+class TrainConfig(DataConfig):
+    """Every knob of a pretraining run; the defaults are the Meta-USCL paper recipe.
 
+    The data fields (source, pair_type, image_size, batch_size, num_workers, meta_fraction, crop_scale, ...,
+    filters, exclude, meta_group_by, cache_dir) are those of :class:`~.data.DataConfig`, documented there.
+    """
+
+    source: str | list[str] = "jannisborn/COVID-BLUES"  # Hub dataset id, local video folder, or parquet glob
+    # decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which
+    # is never shared): without it every pair decodes most of a single-GOP clip (benchmarks/RESULTS.md)
+    cache_dir: str | None = "~/.cache/timm-uscl/frames"
     preset: str = "meta_uscl"
     # model
     arch: str = "resnet18_uscl"
     proj_dim: int = 128
     temperature: float = 0.5
-    # data
-    source: str = "jannisborn/COVID-BLUES"  # Hub dataset id, local video folder, or parquet glob
-    pair_type: str = "metauscl"  # metauscl | uscl | simclr
-    image_size: int = 64
-    batch_size: int = 32  # videos (pairs) per step, per process
-    num_workers: int = 2
-    meta_fraction: float = 0.2
-    meta_batch_size: int = 32
-    max_dist: int = 999
-    crop_scale: float = 0.7
-    jitter_strength: float = 0.8
-    mean: float = 0.18
-    std: float = 0.24
-    filters: dict[str, Any] = field(default_factory=dict)  # metadata column -> allowed value(s)
-    exclude: dict[str, Any] = field(default_factory=dict)  # metadata column -> excluded value(s)
-    meta_group_by: str = ""  # metadata column (e.g. patient) that keeps a group wholly in or out of the meta split
-    # decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which
-    # is never shared): without it every pair decodes most of a single-GOP clip (benchmarks/RESULTS.md). "" = off
-    frame_cache: str = "~/.cache/timm-uscl/frames"
     # optimisation
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
@@ -79,7 +71,6 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         checks = [
-            (self.pair_type in ("metauscl", "uscl", "simclr"), f"pair_type must be metauscl, uscl or simclr, not {self.pair_type!r}"),
             (self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, not {self.optimizer!r}"),
             (self.schedule in ("metauscl", "uscl", "constant"), "schedule must be metauscl, uscl or constant"),
             (not (self.meta and self.optimizer != "sgd"),
@@ -97,20 +88,33 @@ class TrainConfig:
 _TYPES = get_type_hints(TrainConfig)
 
 
+def _accepts(kind: Any, value: Any) -> bool:
+    origin = get_origin(kind)
+    if origin in (Union, UnionType):
+        return any(_accepts(arg, value) for arg in get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind in (int, float):
+        return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if (origin or kind) is tuple:
+        return isinstance(value, (tuple, list))
+    return isinstance(value, origin or kind)
+
+
 def _coerce(key: str, value: Any) -> Any:
     kind = _TYPES[key]
-    if isinstance(value, str) and kind is not str:
-        value = yaml.safe_load(value)  # "true", "3e-4", "{probe: convex}" from the command line
-    origin = get_origin(kind) or kind
-    if origin is dict:
-        ok = isinstance(value, dict)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, origin) and not (origin is int and isinstance(value, bool))
-    if not ok:
-        raise ConfigError(f"config key {key!r} needs a {getattr(kind, '__name__', kind)}, got {value!r}")
+    if isinstance(value, str) and kind is not str:  # "true", "3e-4", "null", "{probe: convex}" from the CLI
+        try:
+            parsed = float(value) if kind is float else yaml.safe_load(value)  # YAML reads "1e-3" as a string
+        except ValueError:
+            parsed = value
+        value = parsed if _accepts(kind, parsed) else value
+    if not _accepts(kind, value):
+        raise ConfigError(f"config key {key!r} needs a {kind}, got {value!r}")
+    if kind is float:
+        return float(value)
+    if get_origin(kind) is tuple:
+        return tuple(value)
     return value
 
 
@@ -149,7 +153,8 @@ def load_config(
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    Path(path).write_text(yaml.safe_dump(plain, sort_keys=False))
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

@@ -84,14 +84,10 @@ def _init_distributed(device: torch.device) -> None:
 
 
 def data_config(config: TrainConfig) -> DataConfig:
-    return DataConfig(
-        source=config.source, pair_type=config.pair_type, image_size=config.image_size,
-        batch_size=config.batch_size, num_workers=config.num_workers, meta_fraction=config.meta_fraction,
-        meta_batch_size=config.meta_batch_size, seed=config.seed, max_dist=config.max_dist,
-        crop_scale=config.crop_scale, jitter_strength=config.jitter_strength, mean=config.mean, std=config.std,
-        filters=config.filters or None, exclude=config.exclude or None,
-        meta_group_by=config.meta_group_by or None, cache_dir=config.frame_cache or None,
-    )
+    """The data part of a training config (TrainConfig extends DataConfig), with ~ expanded in the cache path."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataConfig)}
+    values["cache_dir"] = str(Path(config.cache_dir).expanduser()) if config.cache_dir else None
+    return DataConfig(**values)
 
 
 def _weights_hash(model: torch.nn.Module) -> str:
