@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,7 +94,11 @@ def test_sigkill_mid_epoch_then_resume_finishes(clip_folder, tmp_path):
 
 def test_two_process_ddp_ends_with_identical_weights(clip_folder, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", port,
            "-m", "timm_uscl.cli", "pretrain", "--data", str(clip_folder), "--out", str(out), "--epochs", "1",
            "--image-size", "32", "--batch-size", "2", "--workers", "0", "--device", "cpu",
            "--set", "meta_batch_size=2", "--no-progress"]
