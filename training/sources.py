@@ -112,7 +112,8 @@ def _streamed(spec: SourceSpec) -> Any:
     if spec.video_column not in (ds.features or {}):
         raise DataError(f"{spec.source}: no video column {spec.video_column!r} (columns: {list(ds.features or {})}); "
                         "set video_column")
-    ds = ds.cast_column(spec.video_column, Video(decode=False))
+    # cast_column(Video(decode=False)) alone still yields decoders for a streamed Hub videofolder (datasets 5.2)
+    ds = ds.cast_column(spec.video_column, Video(decode=False)).decode(False)
     if spec.video_column != "video":
         ds = ds.rename_column(spec.video_column, "video")
     key_col, src_col, cols = spec.key_column, spec.source_column, set(ds.features)
