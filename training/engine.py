@@ -107,7 +107,10 @@ class _Metrics:
         self.weights: dict[str, list[float]] = defaultdict(list)
         self.writer = None
         if enabled and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise USCLError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
 
             self.writer = SummaryWriter(str(out_dir / "tensorboard"))
 
