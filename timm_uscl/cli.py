@@ -1,7 +1,7 @@
 """The ``timm-uscl`` command line. Thin: parse, call a library function, print.
 
 Plugin commands (list, export, convert, push, pull) need only the core install; the trainer's
-commands (pretrain, evaluate, publish-dataset) are added when the ``train`` extra is installed.
+commands (pretrain, evaluate, publish-dataset) need the ``train`` extra and say so when it is missing.
 """
 from __future__ import annotations
 
@@ -105,12 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_pull)
 
     for module in _TRAINING_COMMANDS:
-        name = f"timm_uscl.training.{module}"
-        try:
-            importlib.import_module(name).register(sub)
-        except ModuleNotFoundError as err:  # only a missing command module is expected, never a broken one
-            if err.name != name:
-                raise
+        importlib.import_module(f"timm_uscl.training.{module}").register(sub)
     return parser
 
 
@@ -120,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except USCLError as err:
         print(f"timm-uscl {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as err:  # a trainer command without the `train` extra
+        print(f"timm-uscl {args.command}: error: needs the {err.name!r} package; install the trainer's extra: "
+              f"pip install 'timm-uscl[train]'", file=sys.stderr)
+        return 1
+    except OSError as err:  # files and network (Hub HTTP errors are OSErrors too): one line, no traceback
+        print(f"timm-uscl {args.command}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"timm-uscl {args.command}: interrupted", file=sys.stderr)

@@ -120,7 +120,7 @@ def export_config(entry: WeightsEntry, arch: str, num_features: int, sha256: str
         for k, v in cfg.items()
         if k not in ("hf_hub_id", "hf_hub_filename")
     }
-    pretrained_cfg.update(tag=entry.tag, crop_mode="center", fixed_input_size=False, origin_url=f"timm-uscl:{entry.name}")
+    pretrained_cfg.update(tag=entry.tag, fixed_input_size=False, origin_url=f"timm-uscl:{entry.name}")
     return {
         "architecture": arch,
         "num_classes": 0,
@@ -177,7 +177,8 @@ def export(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous().cpu()
+               for k, v in model.state_dict().items()}
     save_file(tensors, out / WEIGHTS_NAME, metadata={"format": "pt", "timm_uscl": entry.name})
     digest = sha256_file(out / WEIGHTS_NAME)
     for file_name, extra in (extra_files or {}).items():

@@ -52,6 +52,7 @@ def pretrained_cfg_for(entry: WeightsEntry) -> dict[str, Any]:
         input_size=entry.input_size,
         pool_size=(max(side, 1), max(side, 1)),
         crop_pct=1.0,
+        crop_mode="squash",  # a square resize of the whole frame, as in pretraining (no centre crop)
         interpolation="bilinear",
         mean=entry.mean,
         std=entry.std,

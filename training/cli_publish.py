@@ -33,24 +33,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from timm_uscl.errors import USCLError
 
     from .publish import publish_dataset
 
     if args.dry_run and not args.out_dir:
-        print("error: --dry-run needs --out-dir to write the files to")
-        return 2
+        raise USCLError("--dry-run needs --out-dir to write the files to")
     citation = None
     if args.citation_file:
-        with open(args.citation_file, encoding="utf-8") as f:
-            citation = f.read().strip()
-    try:
-        where = publish_dataset(args.folder, args.repo_id, private=args.private, max_shard_mb=args.max_shard_mb,
-                                max_videos_per_shard=args.max_videos_per_shard, pretty_name=args.pretty_name,
-                                citation=citation, description=args.description, licence=args.licence,
-                                out_dir=args.out_dir, push=not args.dry_run)
-    except USCLError as e:
-        print(f"error: {e}")
-        return 1
+        if not Path(args.citation_file).is_file():
+            raise USCLError(f"{args.citation_file}: citation file not found (give a BibTeX file)")
+        citation = Path(args.citation_file).read_text(encoding="utf-8").strip()
+    where = publish_dataset(args.folder, args.repo_id, private=args.private, max_shard_mb=args.max_shard_mb,
+                            max_videos_per_shard=args.max_videos_per_shard, pretty_name=args.pretty_name,
+                            citation=citation, description=args.description, licence=args.licence,
+                            out_dir=args.out_dir, push=not args.dry_run)
     print(("wrote " if args.dry_run else "published ") + where)
     return 0

@@ -65,7 +65,7 @@ class TrainConfig(DataConfig):
     out_dir: str = "runs/meta_uscl"
     checkpoint_every: int = 100  # steps; a checkpoint is also written at every epoch end
     max_steps: int = 0  # stop after this many steps in total (0: run all epochs)
-    log_every: int = 1
+    log_every: int = 10  # steps between metrics lines; loss values reach the host only here and at checkpoints
     tensorboard: bool = False
     export_tag: str = "resnet18_uscl.metauscl_covidblues_64"  # weights-table row the final export describes
 
@@ -78,6 +78,11 @@ class TrainConfig(DataConfig):
             (self.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)"),
             (self.meta_interval >= 1, "meta_interval must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (not (self.meta and self.meta_fraction <= 0), "meta=true needs meta_fraction > 0 (the held-out meta split)"),
+            (self.export_tag.split(".")[0] == self.arch,
+             f"export_tag {self.export_tag!r} describes another architecture than arch={self.arch!r}; "
+             f"pick a tag of {self.arch} (see `timm-uscl list`)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -34,6 +34,7 @@ from .config import TrainConfig, save_config
 from .data import DataConfig, PairDataModule
 from .meta import MetaStepConfig, cmw_optimizer, meta_step, plain_step
 from .model import CMWNet, ContrastiveModel
+from .provenance import environment
 
 __all__ = ["TrainingDivergedError", "RunResult", "pretrain", "lr_factor"]
 
@@ -165,6 +166,14 @@ def _plot(out_dir: Path, weights: dict[str, list[float]]) -> None:
         plt.close(fig)
 
 
+def _is_table_data(source: str, datasets: tuple[str, ...]) -> bool:
+    """A Hub id listed for the tag, or a local copy of it (a folder named like the dataset)."""
+    def norm(name: str) -> str:
+        return name.rsplit("/", 1)[-1].lower().replace("-", "_")
+
+    return source in datasets or norm(str(Path(source))) in {norm(d) for d in datasets}
+
+
 def _export(config: TrainConfig, model: ContrastiveModel, cmw: CMWNet | None, out_dir: Path) -> Path:
     from timm_uscl import export, get_weights
 
@@ -175,10 +184,25 @@ def _export(config: TrainConfig, model: ContrastiveModel, cmw: CMWNet | None, ou
         log.warning("run differs from %s (input %s, mean/std %s): the export records the run's values",
                     entry.name, size, stats)
         entry = dataclasses.replace(entry, input_size=size, mean=stats[0], std=stats[1])
+    sources = [config.source] if isinstance(config.source, str) else list(config.source)
+    if not all(_is_table_data(s, entry.datasets) for s in sources):  # never claim data the run did not see
+        log.warning("run data %s is not %s's: the export names the run's data instead", sources, entry.name)
+        entry = dataclasses.replace(
+            entry, pretrain_data=", ".join(sources), datasets=(),
+            pretrain_data_license="that of the data named above (not checked by the trainer): check it before sharing",
+        )
     extra = {"projection_head.safetensors": model.head.state_dict()}
     if cmw is not None:
         extra["cmw_net.safetensors"] = cmw.state_dict()
     return export(model.backbone, out_dir / "export", entry, extra_files=extra)
+
+
+def _any_rank(flag: torch.Tensor, world: int) -> bool:
+    """A boolean flag OR-ed over ranks, so every rank stops together (one rank raising alone would hang DDP)."""
+    if world > 1:
+        flag = flag.to(torch.int32)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+    return bool(flag)
 
 
 def _next_on_every_rank(batches, device: torch.device, world: int):
@@ -231,6 +255,9 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
+        if len(state["data"]) != world:
+            raise USCLError(f"{ckpt_path} was written by {len(state['data'])} process(es), this run has {world}: "
+                            f"resume with the same --nproc-per-node, or start a new --out folder")
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -301,7 +328,7 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
                 pending_weights.append((batch.sources, out.weights))
             at_checkpoint = step % config.checkpoint_every == 0
             if step % config.log_every == 0 or at_checkpoint:
-                if bool(nonfinite):  # the only host syncs: at log and checkpoint points
+                if _any_rank(nonfinite, world):  # the only host syncs: at log and checkpoint points
                     raise TrainingDivergedError(
                         f"loss became {out.loss.item()} by epoch {epoch + 1}, step {step}; nothing was saved after "
                         f"the last good checkpoint {ckpt_path if ckpt_path.exists() else '(none yet)'}. "
@@ -334,7 +361,7 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
             tick = time.perf_counter()
         if bar is not None:
             bar.close()
-        if bool(nonfinite):
+        if _any_rank(nonfinite, world):
             raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}; last good checkpoint kept at "
                                         f"{ckpt_path}. Lower lr or turn off bf16, then resume with --resume.")
         if done:
@@ -347,7 +374,7 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
     if world > 1:  # BN running statistics are per rank after the last forward; DDP's model keeps rank 0's
         for buffer in core.buffers():
             torch_dist.broadcast(buffer, src=0)
-    digest = _weights_hash(core)
+    digest = _weights_hash(torch.nn.ModuleDict({"model": core, **({"cmw": cmw} if cmw is not None else {})}))
     hashes = [digest]
     if world > 1:
         hashes = [None] * world
@@ -358,7 +385,8 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
         if (out_dir / "metrics.jsonl").exists():
             _plot(out_dir, dict(metrics.weights))
         summary = {"epochs": config.epochs, "steps": step, "final_loss": loss_value, "rank_weight_hashes": hashes,
-                   "decoded": data.stats.decoded, "skipped": data.stats.skipped, "export": str(export_dir)}
+                   "decoded": data.stats.decoded, "skipped": data.stats.skipped, "export": str(export_dir),
+                   "world_size": world, "environment": environment(device)}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if world > 1:
         torch_dist.barrier()
