@@ -50,6 +50,7 @@ from .eval_tasks import (
     resolve_data_root,
     subsample,
 )
+from .provenance import environment
 
 __all__ = [
     "evaluate",
@@ -500,7 +501,7 @@ def evaluate(
         "model": backbone.name, "arch": backbone.arch, "pretrained": backbone.pretrained,
         "mean": list(backbone.mean), "std": list(backbone.std),
         "config": {**asdict(cfg), "folds": list(folds), "tasks": list(tasks), "protocols": protocols},
-        "tasks": {}, "runtime_s": {},
+        "tasks": {}, "runtime_s": {}, "environment": environment(cfg.device),
     }
     cudnn_flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
