@@ -91,7 +91,6 @@ class DataConfig:
     shuffle_buffer: int = 64
     drop_last: bool = True
     cache_dir: str | None = None
-    decode_device: str = "cpu"
     timeout: float = 300.0
 
     def __post_init__(self) -> None:
@@ -101,9 +100,6 @@ class DataConfig:
             raise DataError(f"max_dist={self.max_dist}: needs >= 2 (two distinct offsets)")
         if not 0.0 <= self.meta_fraction < 1.0:
             raise DataError(f"meta_fraction={self.meta_fraction}: must be in [0, 1)")
-        if self.decode_device != "cpu" and self.num_workers > 0:
-            raise DataError(f"decode_device={self.decode_device!r} cannot run in forked DataLoader workers; "
-                            "set num_workers=0 (or decode on cpu)")
 
     def sources(self) -> list[SourceSpec]:
         srcs = [self.source] if isinstance(self.source, str) else list(self.source)
@@ -188,7 +184,7 @@ class _PairStream(IterableDataset):
 
             try:
                 frames = read_frames(row["video"], choose, cfg.image_size, grayscale=cfg.grayscale,
-                                     device=cfg.decode_device, cache=cache)
+                                     cache=cache)
             except Exception as e:  # noqa: BLE001 - any bad file is skipped and reported, never fatal
                 reason = str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}"
                 skipped.append((row["key"], reason))
@@ -211,6 +207,12 @@ class PairDataModule:
     def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.stats = DataStats()
+        if cfg.cache_dir:  # fail here, clearly, rather than inside a worker
+            try:
+                FrameCache(cfg.cache_dir)
+            except OSError as e:
+                raise DataError(f"{cfg.cache_dir}: cannot create the frame cache ({e.strerror}); set cache_dir to a "
+                                "writable folder, or to null to decode from the files every time") from e
         is_meta = meta_split_fn(cfg.meta_fraction, cfg.seed, cfg.meta_group_by)
         specs = cfg.sources()
         self._train = open_source(specs, cfg.filters, cfg.exclude, split=lambda r: not is_meta(r))

@@ -18,9 +18,9 @@ Why this shape:
   checkpoints (trained on RGB reads of grayscale frames) and timm's 3-channel ``conv1``; ``in_chans=1`` is
   exactly equivalent through timm's stem folding because mean and std are equal per channel (Meta-USCL
   0.18/0.24, USCL 0.5/0.25). ``grayscale=False`` keeps RGB (colour Doppler overlays survive).
-* **CPU by default.** Decoding runs in DataLoader workers on CPU. ``device="cuda"`` (NVDEC) is accepted but
-  unmeasured here (no GPU); published measurements show it slower for sparse small-frame access and it
-  cannot run in forked workers, so it is opt-in and requires ``num_workers=0``.
+* **CPU only.** Decoding runs in DataLoader workers on CPU. GPU decoding (NVDEC) was not kept: the issue asks
+  for it only if it measures faster on a lent GPU, none was lent, published measurements show it slower for
+  sparse small-frame access, and it cannot run in forked workers.
 * **Containers that cannot seek.** Some files have no frame count in the header (MPEG-2 program streams)
   or fail at a seek near the end; those fall back to decoding sequentially until the decoder stops, and the
   frame count becomes the number of frames that really decoded.
@@ -128,13 +128,13 @@ class FrameCache:
         os.replace(tmp, self.root / f"{key}.npy")
 
 
-def _decoder(video: VideoInput, size: int, device: str) -> Any:
+def _decoder(video: VideoInput, size: int) -> Any:
     from torchcodec.decoders import VideoDecoder
     from torchcodec.transforms import Resize
 
     try:
         return VideoDecoder(_open_source(video), seek_mode="approximate", transforms=[Resize((size, size))],
-                            device=device, num_ffmpeg_threads=1, dimension_order="NCHW")
+                            num_ffmpeg_threads=1, dimension_order="NCHW")
     except Exception as e:  # FFmpeg reports every kind of bad input as RuntimeError/ValueError
         raise DecodeError(f"{video_name(video)}: cannot open as a video ({e})") from e
 
@@ -159,7 +159,7 @@ def _decode_all(decoder: Any, name: str) -> torch.Tensor:
 
 
 def read_frames(video: VideoInput, choose: Callable[[int], Sequence[int]], size: int, *, grayscale: bool = True,
-                device: str = "cpu", cache: FrameCache | None = None) -> torch.Tensor:
+                cache: FrameCache | None = None) -> torch.Tensor:
     """Decode the frames ``choose(num_frames)`` asks for, resized to ``size`` x ``size``.
 
     Returns uint8 ``[len(indices), C, size, size]`` in the order of the chosen indices (repeats allowed),
@@ -171,7 +171,7 @@ def read_frames(video: VideoInput, choose: Callable[[int], Sequence[int]], size:
         idx = list(choose(len(clip)))
         return torch.from_numpy(np.ascontiguousarray(clip[idx]))
 
-    decoder = _decoder(video, size, device)
+    decoder = _decoder(video, size)
     n = decoder.metadata.num_frames_from_header
     frames: torch.Tensor | None = None
     if key is None and n:
