@@ -130,7 +130,7 @@ def test_corrupted_cache_file_fails_the_checksum(warmed):
         timm.create_model(NAME, pretrained=True)
 
 
-def test_missing_repo_and_missing_file(hub, monkeypatch):
+def test_missing_repo(hub, monkeypatch):
     entry = with_publication(WEIGHTS[NAME], revision="a" * 40, sha256="0" * 64)
     monkeypatch.setitem(WEIGHTS, NAME, entry)
     with pytest.raises(WeightsUnavailableError, match=r"repo timm-uscl/resnet18_uscl.metauscl_us4_64 does not exist"):
@@ -185,3 +185,12 @@ def test_model_card_metadata_and_body(published):
         assert needle in card
     config = json.loads((published / "config.json").read_text())
     assert config["timm_uscl"]["sha256"] == sha256_file(published / "model.safetensors")
+
+
+def test_smp_unet_encoder_gets_the_published_weights(published, source):
+    import segmentation_models_pytorch as smp
+
+    net = smp.Unet(f"tu-{NAME}", encoder_weights=True, in_channels=3, classes=1)
+    encoder = net.encoder.model.state_dict()
+    expected = source.state_dict()
+    assert encoder and all(torch.equal(v, expected[k]) for k, v in encoder.items())
