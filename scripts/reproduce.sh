@@ -18,9 +18,14 @@ EVAL_EPOCHS=${EVAL_EPOCHS:-30}
 FRAMES=${FRAMES:-16}
 EVAL_DEVICE=${EVAL_DEVICE:-$([ "$DEVICE" = auto ] && echo cpu || echo "$DEVICE")}
 CLI=${CLI:-.venv/bin/timm-uscl}
+PYTHON=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 
 for preset in meta_uscl uscl simclr; do
+  if [ -f "$OUT/$preset/config.yaml" ] && ! grep -qx "epochs: $EPOCHS" "$OUT/$preset/config.yaml"; then
+    echo "reproduce.sh: $OUT/$preset was run with another budget than EPOCHS=$EPOCHS; use another OUT" >&2
+    exit 1
+  fi
   [ -f "$OUT/$preset/summary.json" ] && continue
   $CLI pretrain --preset "$preset" --data "$DATA/covid_blues" --out "$OUT/$preset" --epochs "$EPOCHS" \
     --image-size "$SIZE" --device "$DEVICE" --workers "$WORKERS" --resume --no-progress
@@ -38,4 +43,4 @@ for preset in meta_uscl uscl simclr; do
 done
 evaluate random resnet18_uscl --random-init
 
-.venv/bin/python -m timm_uscl.training.repro "$OUT" | tee "$OUT/table.md"
+"$PYTHON" -m timm_uscl.training.repro "$OUT" | tee "$OUT/table.md"
