@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["COLUMNS", "comparison_table"]
+__all__ = ["COLUMNS", "comparison_table", "plot_folds"]
 
 METHODS = {"meta_uscl": "Meta-USCL", "uscl": "USCL", "simclr": "SimCLR", "random": "random init"}
 # (header, task, protocol, level or None, metric)
@@ -27,16 +27,46 @@ COLUMNS = (
 )
 
 
+def _pick(metrics: dict[str, Any], level: str | None, metric: str) -> Any:
+    if level is not None:
+        return metrics[level][metric]
+    if metric not in metrics:  # image classification: its single level
+        return next(iter(metrics.values()))[metric]
+    return metrics[metric]
+
+
 def _cell(results: dict[str, Any], task: str, protocol: str, level: str | None, metric: str) -> str:
     try:
-        metrics = results["tasks"][task]["protocols"][protocol]["summary"]["metrics"]
+        stat = _pick(results["tasks"][task]["protocols"][protocol]["summary"]["metrics"], level, metric)
     except KeyError:
         return "–"
-    if level is not None:
-        metrics = metrics[level]
-    elif metric not in metrics:  # image classification: its single level
-        metrics = next(iter(metrics.values()))
-    return f"{100 * metrics[metric]['mean']:.1f} ± {100 * metrics[metric]['std']:.1f}"
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def plot_folds(folder: str | Path, out_png: str | Path) -> Path:
+    """One panel per table column: every fold's value for every method (a dot each, the mean as a bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    runs = {label: json.loads((folder / f"eval_{m}.json").read_text())
+            for m, label in METHODS.items() if (folder / f"eval_{m}.json").exists()}
+    fig, axes = plt.subplots(2, (len(COLUMNS) + 1) // 2, figsize=(10, 6))
+    for ax, (header, task, protocol, level, metric) in zip(axes.ravel(), COLUMNS):
+        for i, (label, results) in enumerate(runs.items()):
+            folds = results["tasks"].get(task, {}).get("protocols", {}).get(protocol, {}).get("folds", [])
+            values = [100 * _pick(f["metrics"], level, metric) for f in folds]
+            if values:
+                ax.bar(i, sum(values) / len(values), color="#cfd8e3")
+                ax.plot([i] * len(values), values, "o", color="#1f4e79", markersize=3)
+        ax.set_xticks(range(len(runs)), list(runs), rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{header} (%)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return Path(out_png)
 
 
 def _budget(run: Path) -> str:
@@ -68,4 +98,6 @@ def comparison_table(folder: str | Path) -> str:
 
 
 if __name__ == "__main__":
-    print(comparison_table(sys.argv[1] if len(sys.argv) > 1 else "runs/repro"), end="")
+    run_folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/repro")
+    print(comparison_table(run_folder), end="")
+    plot_folds(run_folder, run_folder / "folds.png")
