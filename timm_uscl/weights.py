@@ -88,7 +88,10 @@ _COVID_BLUES = (
     "COVID-BLUES lung ultrasound videos (Wiedemann et al. 2025; 362 videos, 63 patients), "
     "streamed from the Hub dataset jannisborn/COVID-BLUES"
 )
-_COVID_BLUES_LICENSE = "CC BY-NC-ND 4.0 (non-commercial; the weights inherit the non-commercial restriction)"
+_COVID_BLUES_LICENSE = (
+    "CC BY-NC-ND 4.0: non-commercial, and the weights inherit that restriction. Whether trained weights are an "
+    "adaptation under the no-derivatives term is unresolved: clear it with the data owners before pushing"
+)
 _US4 = "US-4 (Butterfly, CLUST, Liver Fibrosis, COVID19-LUSMS; 1051 videos) - the authors' private corpus"
 _US4_LICENSE = "not released (only Butterfly is public); weights are MIT per the authors' repository"
 _OWN = "Produce them with `timm-uscl pretrain` (see README: reproduction) and load the export with " \
