@@ -32,7 +32,8 @@ def test_card_results_pick_video_level_and_segmentation_scores():
 
 
 def test_update_card_renders_the_table_and_model_index(tmp_path):
-    export_dir = timm_uscl.export(timm.create_model("resnet18_uscl"), tmp_path, "resnet18_uscl.metauscl_covidblues_64")
+    export_dir = timm_uscl.export(timm.create_model("resnet18_uscl"), tmp_path, "resnet18_uscl.metauscl_covidblues_64",
+                                  results=())
     assert "No evaluation results recorded yet" in (export_dir / "README.md").read_text()
     card = update_card(export_dir, card_results(RESULTS)).read_text()
     meta = yaml.safe_load(card.split("---")[1])

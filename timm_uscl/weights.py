@@ -101,7 +101,32 @@ _CONVERT = "No public copy is hosted (the authors' Google Drive link is dead). I
            "timm.create_model('local-dir:EXPORT', pretrained=True)."
 
 
-def _own(arch: str, method: str, size: int, recipe: str, mean, std) -> WeightsEntry:
+_CPU_BUDGET = "measured: scripts/reproduce.sh at the CPU budget (20 pretraining epochs), benchmarks/RESULTS.md"
+
+
+_EVAL = ", 5 folds, 64px, 5 epochs, epoch by final"
+
+
+def _cpu_results(pocus_ft, pocus_linear, busi_ft, busi_linear, busi_dice) -> tuple[EvalResult, ...]:
+    """(mean, std) over folds of the reproduction at the CPU budget (video-level accuracy for POCUS)."""
+    rows = (
+        ("POCUS convex 3-class, 112 videos, 5 patient-grouped folds", "pocus", "accuracy", pocus_ft,
+         "fine-tune last block"),
+        ("POCUS convex 3-class, 112 videos, 5 patient-grouped folds", "pocus", "accuracy", pocus_linear,
+         "linear probe"),
+        ("BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster", "busi", "accuracy", busi_ft,
+         "fine-tune all"),
+        ("BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster", "busi", "accuracy", busi_linear,
+         "linear probe"),
+        ("BUSI lesion segmentation (U-Net), 780 images, 5 grouped folds", "busi_seg", "dice", busi_dice,
+         "U-Net fine-tune"),
+    )
+    return tuple(EvalResult(task, data, metric, mean, std, protocol + _EVAL, _CPU_BUDGET)
+                 for task, data, metric, (mean, std), protocol in rows)
+
+
+def _own(arch: str, method: str, size: int, recipe: str, mean, std,
+         results: tuple[EvalResult, ...] = ()) -> WeightsEntry:
     return WeightsEntry(
         arch=arch,
         tag=f"{method}_covidblues_{size}",
@@ -116,6 +141,7 @@ def _own(arch: str, method: str, size: int, recipe: str, mean, std) -> WeightsEn
         how_to_obtain=_OWN,
         license="cc-by-nc-4.0",
         datasets=("jannisborn/COVID-BLUES",),
+        results=results,
     )
 
 
@@ -187,7 +213,8 @@ _ROWS: tuple[WeightsEntry, ...] = (
     _authors(224),
     _authors(64),
     _USCL_AUTHORS,
-    _own("resnet18_uscl", "metauscl", 64, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
+    _own("resnet18_uscl", "metauscl", 64, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD,
+         _cpu_results((0.57154, 0.09656), (0.66838, 0.19018), (0.64615, 0.02373), (0.59231, 0.02424), (0.43907, 0.04547))),
     _own("resnet18_uscl", "uscl", 64, _USCL_RECIPE, USCL_MEAN, USCL_STD),
     _own("resnet18_uscl", "simclr", 64, _SIMCLR_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
     _own("resnet50_uscl", "metauscl", 224, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
