@@ -217,7 +217,8 @@ _ROWS: tuple[WeightsEntry, ...] = (
          _cpu_results((0.57154, 0.09656), (0.66838, 0.19018), (0.64615, 0.02373), (0.59231, 0.02424), (0.43907, 0.04547))),
     _own("resnet18_uscl", "uscl", 64, _USCL_RECIPE, USCL_MEAN, USCL_STD,
          _cpu_results((0.60751, 0.06210), (0.73162, 0.11691), (0.65128, 0.00731), (0.51410, 0.01891), (0.48721, 0.04778))),
-    _own("resnet18_uscl", "simclr", 64, _SIMCLR_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
+    _own("resnet18_uscl", "simclr", 64, _SIMCLR_RECIPE, METAUSCL_MEAN, METAUSCL_STD,
+         _cpu_results((0.54466, 0.05622), (0.71462, 0.12664), (0.66154, 0.01944), (0.58333, 0.05068), (0.44460, 0.03813))),
     _own("resnet50_uscl", "metauscl", 224, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
 )
 
