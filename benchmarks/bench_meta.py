@@ -2,7 +2,8 @@
 
 Variants (one model copy each, same init, interleaved round-robin so that load drift hits all of them):
   plain        `plain_step` (the baseline of every ratio)
-  meta         `meta_step`, exact, default route (forward-mode JVP)
+  meta         `meta_step`, exact, default route (linearised tangent pass over the real forward's activations)
+  meta-jvp     `meta_step`, exact, forward-mode ``torch.func.jvp`` (recomputes the primal forward)
   meta-dbl     `meta_step`, exact, double backward through the reused forward
   naive        the textbook functional_call lookahead: separate virtual forward, create_graph, θ'(α) graph,
                meta backward into α, then a separate real forward/backward
@@ -32,6 +33,7 @@ from torch.func import functional_call
 from timm_uscl.training.losses import nt_xent, weighted_mean
 from timm_uscl.training.meta import MetaStepConfig, cmw_optimizer, hypergradient, meta_step, plain_step
 from timm_uscl.training.model import CMWNet, ContrastiveModel
+from timm_uscl.training.tangent import Tape
 
 
 def naive_step(model, cmw, opt, copt, x1, x2, m1, m2, autocast: bool, temperature: float = 0.5) -> None:
@@ -95,6 +97,7 @@ def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, float,
 
 def run(size: int, args: argparse.Namespace) -> None:
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as the trainer; the warm-up rounds absorb the tuning
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     torch.manual_seed(0)
     base = ContrastiveModel(args.model).to(device, memory_format=fmt)
@@ -106,6 +109,7 @@ def run(size: int, args: argparse.Namespace) -> None:
     exact = MetaStepConfig(autocast=args.bf16)
     configs = {
         "meta": exact,
+        "meta-jvp": MetaStepConfig(autocast=args.bf16, hypergrad="jvp"),
         "meta-dbl": MetaStepConfig(autocast=args.bf16, hypergrad="double_backward"),
         "approx": MetaStepConfig(autocast=args.bf16, lookahead=tuple(args.approx_prefixes)),
     }
@@ -143,26 +147,31 @@ def run(size: int, args: argparse.Namespace) -> None:
     plain = med.get("plain", (float("nan"), float("nan")))
     print(f"\n{args.model} {size}x{size}, {args.batch} pairs, {args.device}, bf16={args.bf16}, "
           f"channels_last={args.channels_last}, threads={torch.get_num_threads()}, median of {args.steps}")
-    print(f"{'variant':10s} {'wall s':>7s} {'ratio':>6s} {'cpu s':>7s} {'ratio':>6s} {'peak MiB':>9s}  wall per step")
+    print(f"{'variant':10s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s} {'pairs/s':>8s} {'peak MiB':>9s}"
+          "  wall ms per step")
     for name, (wall, cpu) in med.items():
-        print(f"{name:10s} {wall:7.2f} {wall / plain[0]:6.2f} {cpu:7.2f} {cpu / plain[1]:6.2f} {peaks[name]:9.0f}  "
-              + " ".join(f"{t:.2f}" for t in walls[name]))
+        print(f"{name:10s} {1e3 * wall:8.1f} {wall / plain[0]:6.2f} {1e3 * cpu:8.1f} {cpu / plain[1]:6.2f} "
+              f"{args.batch / wall:8.1f} {peaks[name]:9.0f}  " + " ".join(f"{1e3 * t:.1f}" for t in walls[name]))
 
-    if "approx" in states and "meta" in states:  # accuracy of the approximation on one shared state
+    if "meta" in states:  # accuracy on one shared state: routes against the full-precision JVP route
         model, cmw, opt = states["meta"]
         b = [batch() for _ in range(4)]
         x = torch.cat(b[:2])
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-            h, z = model(x)
-        grads = {
-            name: torch.cat([g.flatten() for g in hypergradient(model, cmw, opt, x, h.float(), z.float(),
-                                                                 b[2], b[3], cfg)[0]])
-            for name, cfg in [("exact", exact), ("approx", configs["approx"])]
-        }
-        cos = torch.nn.functional.cosine_similarity(grads["exact"], grads["approx"], dim=0)
-        ratio = grads["approx"].norm() / grads["exact"].norm()
-        print(f"approx vs exact alpha-gradient: cosine {cos:.3f}, norm ratio {ratio:.3f} "
-              f"(prefixes {', '.join(args.approx_prefixes)})")
+
+        def alpha_gradient(cfg: MetaStepConfig) -> torch.Tensor:
+            with Tape(model) as tape, torch.autocast(device.type, torch.bfloat16, enabled=cfg.autocast):
+                h, z = model(x)
+            grads, _ = hypergradient(model, cmw, opt, x, h.float(), z.float(), b[2], b[3], cfg, tape)
+            return torch.cat([g.flatten() for g in grads])
+
+        reference = alpha_gradient(MetaStepConfig(hypergrad="jvp"))
+        for name, cfg in [("meta", exact), ("meta-dbl", configs["meta-dbl"]), ("approx", configs["approx"])]:
+            if name in states:
+                got = alpha_gradient(cfg)
+                cos = torch.nn.functional.cosine_similarity(got, reference, dim=0)
+                print(f"{name} vs exact fp32 alpha-gradient: cosine {cos:.4f}, norm ratio "
+                      f"{got.norm() / reference.norm():.4f}"
+                      + (f" (prefixes {', '.join(args.approx_prefixes)})" if name == "approx" else ""))
 
 
 def main() -> None:

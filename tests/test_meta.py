@@ -12,6 +12,7 @@ from torch import nn
 from timm_uscl.errors import USCLError
 from timm_uscl.training.losses import nt_xent, weighted_mean
 from timm_uscl.training.meta import (
+    MetaConfigError,
     MetaOptimizerError,
     MetaStepConfig,
     cmw_optimizer,
@@ -20,6 +21,7 @@ from timm_uscl.training.meta import (
     plain_step,
 )
 from timm_uscl.training.model import CMWNet, ContrastiveModel
+from timm_uscl.training.tangent import Tape, tangent
 
 
 class TinyCNN(nn.Sequential):
@@ -66,10 +68,12 @@ def _meta_loss_by_real_optimizer(model, cmw, opt, x1, x2, m1, m2) -> torch.Tenso
 
 
 def _hypergradient(model, cmw, opt, x1, x2, m1, m2, **config):
+    """The hypergradient at the current state, by ``config["hypergrad"]`` (default: the linearised route)."""
     x = torch.cat([x1, x2])
     model, opt = _copy_with_optimizer(model, opt)  # this forward must not move the caller's BN statistics
-    h, z = model(x)
-    return hypergradient(model, cmw, opt, x, h, z, m1, m2, MetaStepConfig(**config))
+    with Tape(model) as tape:
+        h, z = model(x)
+    return hypergradient(model, cmw, opt, x, h, z, m1, m2, MetaStepConfig(**config), tape)
 
 
 @pytest.mark.parametrize(
@@ -83,9 +87,10 @@ def _hypergradient(model, cmw, opt, x1, x2, m1, m2, **config):
     ],
     ids=["sgd", "first-step", "momentum-wd", "nesterov", "dampening"],
 )
-def test_hypergradient_matches_central_finite_differences(sgd, warm):
+@pytest.mark.parametrize("route", ["linearised", "jvp"])
+def test_hypergradient_matches_central_finite_differences(sgd, warm, route):
     model, cmw, opt, (x1, x2, m1, m2) = _setup(warm=warm, **sgd)
-    grads, meta_loss = _hypergradient(model, cmw, opt, x1, x2, m1, m2)
+    grads, meta_loss = _hypergradient(model, cmw, opt, x1, x2, m1, m2, hypergrad=route)
     torch.testing.assert_close(meta_loss, _meta_loss_by_real_optimizer(model, cmw, opt, x1, x2, m1, m2).detach())
 
     params, eps = list(cmw.parameters()), 1e-5
@@ -100,11 +105,50 @@ def test_hypergradient_matches_central_finite_differences(sgd, warm):
         torch.testing.assert_close(torch.cat([g.flatten() for g in grads]) @ direction, fd, rtol=1e-6, atol=1e-10)
 
 
-def test_jvp_route_equals_double_backward_route():
+def test_the_three_exact_routes_agree():
     model, cmw, opt, batches = _setup()
     double, _ = _hypergradient(model, cmw, opt, *batches, hypergrad="double_backward")
-    forward_mode, _ = _hypergradient(model, cmw, opt, *batches, hypergrad="jvp")
-    torch.testing.assert_close(double, forward_mode)
+    for route in ("linearised", "jvp", "auto"):
+        torch.testing.assert_close(_hypergradient(model, cmw, opt, *batches, hypergrad=route)[0], double)
+
+
+def test_linearised_route_needs_the_tape_and_auto_falls_back_without_it():
+    model, cmw, opt, (x1, x2, m1, m2) = _setup()
+    x = torch.cat([x1, x2])
+    h, z = model(x)
+    with pytest.raises(ValueError, match="Tape"):
+        hypergradient(model, cmw, opt, x, h, z, m1, m2, MetaStepConfig(hypergrad="linearised"))
+    auto, _ = hypergradient(model, cmw, opt, x, h, z, m1, m2)  # no tape: the JVP route
+    torch.testing.assert_close(auto, _hypergradient(model, cmw, opt, x1, x2, m1, m2)[0])
+
+
+class _GeluCNN(nn.Sequential):
+    """A layer without a tangent rule (GELU): the linearised route cannot be exact here."""
+
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_meta_step_takes_the_linearised_route_where_it_is_exact_and_the_jvp_route_elsewhere(monkeypatch):
+    from timm_uscl.training import meta
+
+    calls = []
+    monkeypatch.setattr(meta, "tangent", lambda *a: calls.append(1) or tangent(*a))
+    model, cmw, opt, batches = _setup()
+    meta_step(model, cmw, opt, cmw_optimizer(cmw), *batches)
+    assert calls == [1]
+
+    torch.manual_seed(0)
+    gelu = ContrastiveModel(_GeluCNN(), feat_dim=5).double()
+    cmw = CMWNet(2 * gelu.num_features).double()
+    opt = torch.optim.SGD(gelu.parameters(), lr=0.1, momentum=0.9)
+    out = meta_step(gelu, cmw, opt, cmw_optimizer(cmw), *batches)  # auto: JVP route
+    assert calls == [1] and torch.isfinite(out.meta_loss)
+    with pytest.raises(MetaConfigError, match="GELU") as info:
+        meta_step(gelu, cmw, opt, cmw_optimizer(cmw), *batches, config=MetaStepConfig(hypergrad="linearised"))
+    assert isinstance(info.value, USCLError)
 
 
 def test_lookahead_restriction_changes_only_what_it_says():
@@ -187,7 +231,7 @@ def test_bf16_autocast_step_runs_and_returns_float32_tensors():
     model.float()
     cmw.float()
     x1, x2, m1, m2 = (b.float() for b in batches)
-    for route in ("double_backward", "jvp"):
+    for route in ("double_backward", "jvp", "linearised"):
         out = meta_step(model, cmw, opt, cmw_optimizer(cmw), x1, x2, m1, m2,
                         config=MetaStepConfig(autocast=True, hypergrad=route))
         assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss) and torch.isfinite(out.meta_loss)

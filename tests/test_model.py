@@ -14,7 +14,7 @@ def test_contrastive_model_returns_pooled_features_and_projection(name):
     if not timm.is_model(name):
         pytest.skip(f"{name} is not registered")
     model = ContrastiveModel(name, feat_dim=128)
-    assert [n for n, _ in model.head.named_children()] == ["l1", "l2"]
+    assert list(model.head.state_dict()) == ["l1.weight", "l1.bias", "l2.weight", "l2.bias"]  # the reference's keys
     h, z = model(torch.randn(2, 3, 32, 32))
     assert h.shape == (2, 512) and z.shape == (2, 128)
     h1, _ = model.eval()(torch.randn(1, 3, 32, 32))  # batch size 1 stays 2-D (the reference squeezed it away)

@@ -56,6 +56,7 @@ class TrainConfig(DataConfig):
     meta: bool = True
     meta_interval: int = 1  # meta step every k iterations (k = 1 is the paper)
     cmw_lr: float = 6e-5
+    hypergrad: str = "auto"  # exact routes of the hypergradient: auto | linearised | jvp | double_backward
     # runtime
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False
@@ -77,6 +78,8 @@ class TrainConfig(DataConfig):
              "meta=true needs optimizer=sgd: the lookahead mirrors an SGD step (set meta=false for Adam)"),
             (self.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)"),
             (self.meta_interval >= 1, "meta_interval must be >= 1"),
+            (self.hypergrad in ("auto", "linearised", "jvp", "double_backward"),
+             f"hypergrad must be auto, linearised, jvp or double_backward, not {self.hypergrad!r}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
             (not (self.meta and self.meta_fraction <= 0), "meta=true needs meta_fraction > 0 (the held-out meta split)"),

@@ -248,7 +248,9 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
         optimizer = torch.optim.Adam(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
     cmw_opt = cmw_optimizer(cmw, config.cmw_lr) if cmw is not None else None
-    step_cfg = MetaStepConfig(temperature=config.temperature, interval=config.meta_interval, autocast=config.bf16)
+    step_cfg = MetaStepConfig(
+        temperature=config.temperature, interval=config.meta_interval, hypergrad=config.hypergrad, autocast=config.bf16
+    )
 
     data = PairDataModule(data_config(config), rank=rank, world_size=world)
     start_epoch, step = 0, 0

@@ -22,14 +22,17 @@ One meta iteration (reference: MU train.py:124-185, minus its bugs):
 3. Meta loss: unweighted NT-Xent of the meta batch at θ'; v = ∇θ' L_meta.
 4. Hypergradient dL_meta/dα = -∂/∂α <c(α), J·(κ ⊙ v)>, with c = ∂L̂/∂(h, z), J = ∂(h, z)/∂θ and κ = ∂θ'/∂g
    (lr, times the momentum factor). Only the tangent J·(κ ⊙ v) touches the backbone, and it does not depend on
-   α, so the α-part is a tiny computation on (h, z). The tangent comes from either
-   - ``"jvp"`` (default: the fastest on CPU, 3.95x / 4.30x a plain step at 64² / 112² against 4.57x / 4.98x,
-     and less memory; benchmarks/RESULTS.md): forward-mode ``torch.func.jvp`` of a recomputed forward, after
-     a plain first-order backward. It runs in full precision (``torch.func.jvp`` does not compose with autocast) and
-     assumes a deterministic forward (no dropout / drop-path: the recomputation would draw new masks);
+   α, so the α-part is a tiny computation on (h, z). Three exact routes give the tangent (``hypergrad``):
+   - ``"linearised"`` (what ``"auto"``, the default, takes wherever it is exact: timm ResNets and plain
+     ``nn.Sequential`` CNNs, see `timm_uscl.training.tangent`): a tangent-only pass over the real forward's
+     recorded activations, so nothing is recomputed; runs under bf16 autocast. 3.26x a plain step at 64² on
+     CPU (benchmarks/RESULTS.md);
+   - ``"jvp"`` (``"auto"`` elsewhere): forward-mode ``torch.func.jvp`` of a recomputed forward. It runs in
+     full precision (``torch.func.jvp`` does not compose with autocast) and assumes a deterministic forward
+     (no dropout / drop-path: the recomputation would draw new masks);
    - ``"double_backward"``: differentiate the virtual backward ``g = Jᵀu`` (kept with ``create_graph``) with
-     respect to its cotangent ``u``. Nothing is recomputed, so it is dropout-safe and runs under bf16
-     autocast; it is also the independent cross-check of the JVP route in the tests.
+     respect to its cotangent ``u``. Nothing is recomputed and it works for any model, dropout included, but
+     it is the slowest; it is also the independent cross-check of the other routes in the tests.
 5. Adam step of CMW-Net (gradients averaged over ranks by hand), then the real SGD step with the updated
    CMW-Net's weights, detached, backpropagated through DDP.
 
@@ -44,6 +47,8 @@ cheaper because no backward pass goes below that stage; see benchmarks/RESULTS.m
 """
 from __future__ import annotations
 
+import contextlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,8 +60,10 @@ from timm_uscl.errors import USCLError
 
 from . import dist
 from .losses import nt_xent, weighted_mean
+from .tangent import Tape, tangent, unsupported_reason
 
 __all__ = [
+    "MetaConfigError",
     "MetaOptimizerError",
     "MetaStepConfig",
     "StepOutput",
@@ -73,11 +80,15 @@ class MetaOptimizerError(USCLError, TypeError):
     """The meta step got an optimizer its lookahead cannot mirror."""
 
 
+class MetaConfigError(USCLError, ValueError):
+    """The meta step's configuration cannot work with this model."""
+
+
 @dataclass(frozen=True)
 class MetaStepConfig:
     temperature: float = 0.5
     interval: int = 1  # update CMW-Net every `interval` iterations (1 = the paper); weights are used every step
-    hypergrad: Literal["jvp", "double_backward"] = "jvp"  # two exact routes, see the module docstring
+    hypergrad: Literal["auto", "linearised", "jvp", "double_backward"] = "auto"  # exact routes, module docstring
     lookahead: tuple[str, ...] | None = None  # parameter-name prefixes: APPROXIMATION, None = exact
     autocast: bool = False  # bf16 autocast for the backbone passes (losses stay in float32)
     gather: bool = True  # real step: negatives from all ranks
@@ -147,28 +158,41 @@ def _check_sgd(optimizer: torch.optim.Optimizer) -> None:
 
 def _virtual_sgd(
     optimizer: torch.optim.SGD, params: Tensors, grads: tuple[torch.Tensor, ...]
-) -> tuple[Tensors, list[torch.Tensor | float]]:
-    """θ' (detached) after one step of ``optimizer`` with ``grads``, and κ per parameter: θ' = const - κ·g."""
-    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    theta, kappa = {}, []
+) -> tuple[Tensors, list[float]]:
+    """θ' (detached) after one step of ``optimizer`` with ``grads``, and κ per parameter: θ' = const - κ·g.
+
+    Parameters are bucketed by (param group, momentum buffer present) and each bucket takes a few
+    ``torch._foreach_*`` ops, as torch's own SGD does: one op per parameter would be hundreds of small kernels
+    per iteration, which is what bounds a GPU step at small batch.
+    """
+    group_index = {id(p): i for i, group in enumerate(optimizer.param_groups) for p in group["params"]}
+    buckets: dict[tuple[int, bool], list] = defaultdict(list)
     for (name, p), g in zip(params.items(), grads):
-        group = group_of[id(p)]
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        buckets[group_index[id(p)], buf is not None].append((name, p.detach(), g.detach(), buf))
+    theta, kappa = {}, {}
+    for (gi, has_buf), items in buckets.items():
+        group = optimizer.param_groups[gi]
         lr, mu, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
-        d = g.detach() + wd * p.detach() if wd else g.detach()
+        names, ps, gs, bufs = zip(*items)
+        d = torch._foreach_add(gs, ps, alpha=wd) if wd else list(gs)
         k = 1.0
         if mu:
-            buf = optimizer.state.get(p, {}).get("momentum_buffer")
-            if buf is None:  # first step: torch's SGD sets buf = d (no dampening)
+            if not has_buf:  # first step: torch's SGD sets buf = d (no dampening)
                 new_buf = d
+            elif damp:  # mu·buf + (1 - damp)·d
+                new_buf = torch._foreach_mul(bufs, mu)
+                torch._foreach_add_(new_buf, d, alpha=1 - damp)
+                k = 1 - damp
             else:
-                new_buf, k = mu * buf + (1 - damp) * d, 1 - damp
+                new_buf = torch._foreach_add(d, bufs, alpha=mu)
             if group["nesterov"]:
-                d, k = d + mu * new_buf, 1 + mu * k
+                d, k = torch._foreach_add(d, new_buf, alpha=mu), 1 + mu * k
             else:
                 d = new_buf
-        theta[name] = p.detach() - lr * d
-        kappa.append(lr * k)
-    return theta, kappa
+        theta.update(zip(names, torch._foreach_add(ps, d, alpha=-lr)))
+        kappa.update(dict.fromkeys(names, lr * k))
+    return {name: theta[name] for name in params}, [kappa[name] for name in params]
 
 
 def _lookahead_params(module: nn.Module, optimizer: torch.optim.Optimizer, prefixes: tuple[str, ...] | None):
@@ -190,12 +214,20 @@ def hypergradient(
     m1: torch.Tensor,
     m2: torch.Tensor,
     config: MetaStepConfig = MetaStepConfig(),
+    tape: Tape | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """dL_meta/dα for every CMW-Net parameter, and L_meta (detached). See the module docstring, steps 2-4.
 
     ``(h, z) = module(x)`` at the current θ, with its autograd graph (the caller's real forward); ``x`` is
-    ``cat(x1, x2)``, used only by the ``"jvp"`` route. Nothing here touches ``.grad`` or buffers.
+    ``cat(x1, x2)``, used only by the ``"jvp"`` route; ``tape`` is that forward's `Tape`, needed by the
+    ``"linearised"`` route (``"auto"`` takes it when given, else the JVP route). Nothing here touches ``.grad``
+    or buffers.
     """
+    route = config.hypergrad
+    if route == "auto":
+        route = "linearised" if tape is not None else "jvp"
+    if route == "linearised" and tape is None:
+        raise ValueError("hypergrad='linearised' needs the Tape of the real forward: see timm_uscl.training.tangent")
     n = x.shape[0] // 2
     params = _lookahead_params(module, optimizer, config.lookahead)
     fixed = {k: p.detach() for k, p in module.named_parameters() if k not in params}
@@ -206,7 +238,7 @@ def hypergradient(
     virtual = weighted_mean(nt_xent(zd[:n], zd[n:], config.temperature, False), cmw(hd[:n], hd[n:]), False)
     c = torch.autograd.grad(virtual, (hd, zd), create_graph=True)
 
-    double_backward = config.hypergrad == "double_backward"
+    double_backward = route == "double_backward"
     u = tuple(ci.detach().requires_grad_(double_backward) for ci in c)
     g = torch.autograd.grad((h, z), leaves, u, retain_graph=True, create_graph=double_backward)
     theta, kappa = _virtual_sgd(optimizer, params, g)
@@ -215,17 +247,33 @@ def hypergradient(
     _, zm = _functional_forward(module, {**fixed, **theta}, torch.cat([m1, m2]), config.autocast)
     meta_loss = weighted_mean(nt_xent(zm[: m1.shape[0]], zm[m1.shape[0] :], config.temperature, False))
     v = torch.autograd.grad(meta_loss, list(theta.values()))
-    direction = [k * vi for k, vi in zip(kappa, v)]
+    direction = dict(zip(names, torch._foreach_mul(v, kappa)))
 
-    if double_backward:  # g = Jᵀu is linear in u, so ∂<g, d>/∂u = J·d
-        tangent = torch.autograd.grad(g, u, direction, materialize_grads=True)  # h unused if only the head moves
+    if route == "linearised":
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.autocast):
+            tangents = tangent(module, tape, direction)
+    elif double_backward:  # g = Jᵀu is linear in u, so ∂<g, d>/∂u = J·d
+        tangents = torch.autograd.grad(g, u, list(direction.values()), materialize_grads=True)
     else:
         primals = {k: p.detach() for k, p in params.items()}
-        tangents = dict(zip(names, direction))
         # full precision: torch.func.jvp does not compose with autocast (mixed-dtype conv under the transform)
-        _, tangent = jvp(lambda p: _functional_forward(module, {**fixed, **p}, x, False), (primals,), (tangents,))
-    inner = sum((ci * ti.to(ci.dtype)).sum() for ci, ti in zip(c, tangent))
+        _, tangents = jvp(lambda p: _functional_forward(module, {**fixed, **p}, x, False), (primals,), (direction,))
+    inner = sum((ci * ti.to(ci.dtype)).sum() for ci, ti in zip(c, tangents))
     return list(torch.autograd.grad(-inner, list(cmw.parameters()))), meta_loss.detach()
+
+
+def _tape_for(module: nn.Module, config: MetaStepConfig) -> Tape | None:
+    """A `Tape` for the real forward when the linearised route will run, else None (JVP route)."""
+    if config.hypergrad not in ("auto", "linearised"):
+        return None
+    reason = unsupported_reason(module)
+    if reason is None:
+        return Tape(module)
+    if config.hypergrad == "linearised":
+        raise MetaConfigError(
+            f"hypergrad='linearised' cannot be exact for this model: {reason}; use hypergrad='auto' or 'jvp'"
+        )
+    return None
 
 
 def meta_step(
@@ -245,13 +293,17 @@ def meta_step(
     _check_sgd(optimizer)
     n = x1.shape[0]
     x = torch.cat([x1, x2])
-    h, z = _forward(model, x, config.autocast)  # the real forward, reused as the virtual one
+    due = config.due(step)
+    if due and (m1 is None or m2 is None):
+        raise ValueError(f"iteration {step} updates CMW-Net (interval {config.interval}): pass a meta batch")
+    module = dist.unwrap(model)
+    tape = _tape_for(module, config) if due else None
+    with tape or contextlib.nullcontext():
+        h, z = _forward(model, x, config.autocast)  # the real forward, reused as the virtual one
 
     meta_loss = None
-    if config.due(step):
-        if m1 is None or m2 is None:
-            raise ValueError(f"iteration {step} updates CMW-Net (interval {config.interval}): pass a meta batch")
-        grads, meta_loss = hypergradient(dist.unwrap(model), cmw, optimizer, x, h, z, m1, m2, config)
+    if due:
+        grads, meta_loss = hypergradient(module, cmw, optimizer, x, h, z, m1, m2, config, tape)
         dist.all_reduce_mean_(grads)
         for p, g in zip(cmw.parameters(), grads):
             p.grad = g

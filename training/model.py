@@ -19,10 +19,11 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128) -> None:
         super().__init__()
         self.l1 = nn.Linear(in_dim, hidden_dim)
+        self.act = nn.ReLU()  # a module, not torch.relu: the meta step's tangent pass linearises leaf modules
         self.l2 = nn.Linear(hidden_dim, out_dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.l2(torch.relu(self.l1(h)))
+        return self.l2(self.act(self.l1(h)))
 
 
 class ContrastiveModel(nn.Module):

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The prepared device check of issue 4: a Meta-USCL iteration against a plain SimCLR step on one GPU, in one
+# run (benchmarks/bench_meta.py), bf16 + channels_last and fp32, 64² and 224², 32 pairs (the paper's batch) and
+# 128 pairs at 224² (a batch that fills the GPU); pairs/s = pairs / wall time of a step; peak memory per variant.
+# Writes everything to $OUT (default runs/gpu_suite). The device image has its own torch and timm: the package
+# is installed there without dependencies, into /tmp/site.
+#
+#   OUT=/tmp/out bash benchmarks/gpu_suite.sh
+set -uo pipefail
+OUT=${OUT:-runs/gpu_suite}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHON=${PYTHON:-python3}
+
+{ nvidia-smi; $PYTHON -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"; } \
+    >"$OUT/device.txt" 2>&1
+$PYTHON -m pip install -q --no-deps --no-build-isolation --target /tmp/site . >"$OUT/install.log" 2>&1 \
+    || { echo "install failed, see install.log"; exit 1; }
+export PYTHONPATH=/tmp/site
+
+bench() {  # name, then bench_meta.py arguments
+    local name=$1; shift
+    echo "== $name: $*"
+    timeout 200 $PYTHON benchmarks/bench_meta.py --device cuda "$@" 2>&1 | grep -v -i warning | tee "$OUT/$name.txt"
+}
+bench fp32_b32 --sizes 64 224 --steps 10 --warmup 3 --skip naive
+bench bf16_b32 --bf16 --channels-last --sizes 64 224 --steps 10 --warmup 3
+bench bf16_b128 --bf16 --channels-last --sizes 224 --batch 128 --steps 10 --warmup 3 --skip naive approx
+echo "done: $(ls "$OUT")"
