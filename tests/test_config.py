@@ -33,6 +33,8 @@ def test_bad_configs_are_clear_errors(tmp_path):
         load_config("meta_uscl", overrides={"epochs": "many"})
     with pytest.raises(ConfigError, match="meta=true needs optimizer=sgd"):
         load_config("uscl", overrides={"meta": "true"})
+    with pytest.raises(ConfigError, match="hypergrad must be auto, linearised, jvp or double_backward"):
+        load_config("meta_uscl", overrides={"hypergrad": "finite_differences"})
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config("mocov2")
     with pytest.raises(ConfigError, match="not key=value"):

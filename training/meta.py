@@ -25,8 +25,8 @@ One meta iteration (reference: MU train.py:124-185, minus its bugs):
    α, so the α-part is a tiny computation on (h, z). Three exact routes give the tangent (``hypergrad``):
    - ``"linearised"`` (what ``"auto"``, the default, takes wherever it is exact: timm ResNets and plain
      ``nn.Sequential`` CNNs, see `timm_uscl.training.tangent`): a tangent-only pass over the real forward's
-     recorded activations, so nothing is recomputed; runs under bf16 autocast. 3.26x a plain step at 64² on
-     CPU (benchmarks/RESULTS.md);
+     recorded activations, so nothing is recomputed; runs under bf16 autocast. 2.9-3.4x a plain step on CPU
+     at 64²/112², 3.45x on an H100 at a GPU-filling batch (benchmarks/RESULTS.md);
    - ``"jvp"`` (``"auto"`` elsewhere): forward-mode ``torch.func.jvp`` of a recomputed forward. It runs in
      full precision (``torch.func.jvp`` does not compose with autocast) and assumes a deterministic forward
      (no dropout / drop-path: the recomputation would draw new masks);
