@@ -2,8 +2,9 @@
 # The prepared device check of issue 4: a Meta-USCL iteration against a plain SimCLR step on one GPU, in one
 # run (benchmarks/bench_meta.py), bf16 + channels_last and fp32, 64² and 224², 32 pairs (the paper's batch) and
 # 128 pairs at 224² (a batch that fills the GPU); pairs/s = pairs / wall time of a step; peak memory per variant.
-# Writes everything to $OUT (default runs/gpu_suite). The device image has its own torch and timm: the package
-# is installed there without dependencies, into /tmp/site.
+# Then, where the device can decode videos, the trainer end to end (benchmarks/bench_train.sh: pairs/s,
+# data-wait fraction, peak memory). Writes everything to $OUT (default runs/gpu_suite). The device image has
+# its own torch and timm: the package is installed there without dependencies, into /tmp/site.
 #
 #   OUT=/tmp/out bash benchmarks/gpu_suite.sh
 set -uo pipefail
@@ -25,4 +26,13 @@ bench() {  # name, then bench_meta.py arguments
 bench fp32_b32 --sizes 64 224 --steps 10 --warmup 3 --skip naive
 bench bf16_b32 --bf16 --channels-last --sizes 64 224 --steps 10 --warmup 3
 bench bf16_b128 --bf16 --channels-last --sizes 224 --batch 128 --steps 10 --warmup 3 --skip naive approx
+# The trainer end to end (data wait) needs datasets + torchcodec (+ FFmpeg) importable on the device and videos
+# in $TRAIN_DATA, e.g. a copy of COVID-BLUES in the git-ignored .device_data/ carried with the call.
+TRAIN_DATA=${TRAIN_DATA:-.device_data/covid_blues}
+if [ -d "$TRAIN_DATA" ] && $PYTHON -c "import datasets, torchcodec.decoders" >/dev/null 2>&1; then
+    TRAIN_DATA=$TRAIN_DATA DEVICE=cuda OUT=$OUT timeout 400 bash benchmarks/bench_train.sh
+else
+    echo "trainer section skipped: it needs $TRAIN_DATA and datasets + torchcodec (+ FFmpeg) importable" \
+        | tee "$OUT/train_skipped.txt"
+fi
 echo "done: $(ls "$OUT")"

@@ -344,6 +344,8 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -
                 elapsed = time.perf_counter() - epoch_start
                 record = {"epoch": epoch + 1, "step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
                           "pairs_per_s": pairs / max(elapsed, 1e-9), "data_wait": wait / max(elapsed, 1e-9)}
+                if device.type == "cuda":  # the allocator's counter: read on the host, no device sync
+                    record["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
                 if out.meta_loss is not None:
                     record["meta_loss"] = out.meta_loss.item()
                 if out.weights is not None:
