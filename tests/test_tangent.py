@@ -23,7 +23,11 @@ def _reference_jvp(model: nn.Module, x: torch.Tensor, directions: dict[str, torc
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet26d"])  # basic blocks; bottlenecks, deep stem, avg-down
 @pytest.mark.parametrize("train", [True, False], ids=["batch-stats", "running-stats"])
-@pytest.mark.parametrize("moving", [None, ("backbone.layer4.", "head.")], ids=["all", "layer4+head"])
+@pytest.mark.parametrize(
+    "moving",
+    [None, ("backbone.layer4.", "head."), ("backbone.layer2.0.downsample.",)],
+    ids=["all", "layer4+head", "shortcut-only"],  # shortcut-only: `x += shortcut` writes into a zero tangent
+)
 def test_tangent_equals_forward_mode_ad_of_the_forward(arch, train, moving):
     torch.manual_seed(0)
     model = ContrastiveModel(arch, feat_dim=8).double().train(train)

@@ -70,20 +70,22 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 
 
 class _Pass:
-    """State of one tangent pass: which tangents are known zeros (skipped terms), and parameter tangents."""
+    """The tangents known to be zero in one pass, so that rules skip their terms (frozen parameters, the input).
 
-    def __init__(self, tape: Tape, param_tangents: Tensors) -> None:
-        self.tape = tape
-        self.param_tangents = param_tangents
-        self.zeros: list[torch.Tensor] = []  # kept alive so that `is` checks stay valid
+    A zero stays known only while its version is unchanged: container code may add into it in place
+    (``x += shortcut`` in a residual block), after which it is an ordinary tangent.
+    """
+
+    def __init__(self) -> None:
+        self.zeros: list[tuple[torch.Tensor, int]] = []  # the tensors are kept alive, so `is` stays valid
 
     def zero_like(self, t: torch.Tensor) -> torch.Tensor:
         z = torch.zeros_like(t)
-        self.zeros.append(z)
+        self.zeros.append((z, z._version))
         return z
 
     def is_zero(self, t: torch.Tensor) -> bool:
-        return any(t is z for z in self.zeros)
+        return any(t is z and t._version == version for z, version in self.zeros)
 
 
 def _check_unchanged(module: nn.Module, call: _Call) -> torch.Tensor:
@@ -246,7 +248,7 @@ def tangent(module: nn.Module, tape: Tape, param_tangents: Tensors):
     missing parameters do not move), with the input held fixed. Returns the forward's output structure."""
     if tape.input is None:
         raise ValueError("the tape holds no forward: run the forward under `with Tape(module) as tape:` first")
-    tp = _Pass(tape, param_tangents)
+    tp = _Pass()
     prefix = {m: name for name, m in module.named_modules()}
     cursor: dict[nn.Module, int] = {}
 
