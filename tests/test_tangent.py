@@ -89,3 +89,54 @@ def test_layers_without_an_exact_rule_are_named(build, words):
 def test_inactive_dropout_and_eval_mode_are_accepted():
     assert unsupported_reason(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.0))) is None
     assert unsupported_reason(timm.create_model("resnet18", num_classes=0, drop_rate=0.2).eval()) is None
+
+
+def _assert_matches_jvp(model: nn.Module, x: torch.Tensor, directions: dict[str, torch.Tensor], rtol=1e-9):
+    with Tape(model) as tape:
+        model(x)
+    got, want = tangent(model, tape, directions), _reference_jvp(model, x, directions)
+    # a bias shift through training-mode BatchNorm cancels: the tangent is zero up to rounding
+    torch.testing.assert_close(got, want, rtol=rtol, atol=max(rtol * want.abs().max().item(), 1e-12))
+
+
+@pytest.mark.parametrize("after", [nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3, padding=1), nn.MaxPool2d(2)],
+                         ids=["batchnorm", "conv", "maxpool"])
+def test_a_bias_alone_moving_at_the_stem_gives_a_full_tangent(after):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 3, 3), after, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).double()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    _assert_matches_jvp(model, x, {"0.bias": torch.randn(3, dtype=torch.float64)})
+
+
+def test_a_weight_shared_by_two_modules_moves_in_both():
+    torch.manual_seed(0)
+    first, second = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    second.weight = first.weight
+    model = nn.Sequential(first, nn.ReLU(), second).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    _assert_matches_jvp(model, x, {"0.weight": torch.randn(4, 4, dtype=torch.float64)})
+
+
+def test_batch_statistics_stay_accurate_when_the_mean_dwarfs_the_spread():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        model[0].bias.fill_(2000.0)  # |mean| / std ~ 1e3 at the BatchNorm input
+    x = torch.randn(4, 3, 12, 12)
+    directions = {"0.weight": torch.randn_like(model[0].weight)}
+    with Tape(model) as tape:
+        model(x)
+    got = tangent(model, tape, directions)
+    want = _reference_jvp(model.double(), x.double(), {k: d.double() for k, d in directions.items()}).float()
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
+
+
+def test_unsupported_models_and_second_forwards_are_refused_by_the_pass_itself():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU())
+    with Tape(model) as tape:
+        model(torch.randn(1, 3, 5, 5))
+        with pytest.raises(RuntimeError, match="one forward"):
+            model(torch.randn(1, 3, 5, 5))
+    with pytest.raises(ValueError, match="GELU"):
+        tangent(model, tape, {})
+    assert "weight_norm" in unsupported_reason(nn.Sequential(nn.utils.weight_norm(nn.Conv2d(3, 4, 3))))

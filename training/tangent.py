@@ -50,6 +50,8 @@ class Tape:
 
     def __enter__(self) -> Tape:
         def record_input(_module, args):
+            if self.input is not None:
+                raise RuntimeError("a Tape records one forward: open a new Tape for each forward")
             self.input = args[0]
 
         def record(module, args, output):
@@ -111,8 +113,8 @@ def _bilinear(
         dw, db = dp.get("weight"), dp.get("bias")
         if dw is not None:
             out = _plus(out, apply(_check_unchanged(module, call), dw, db))
-        elif db is not None:
-            out = _plus(out, db.view(bias_shape))
+        elif db is not None:  # the bias alone moves: broadcast to the output's shape, also from a known zero
+            out = (out if out is not None else torch.zeros_like(call.output)) + db.view(bias_shape)
         return tp.zero_like(call.output) if out is None else out
 
     return rule
@@ -137,8 +139,9 @@ def _batch_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tenso
     dims = [0, *range(2, x.dim())]
     x = x.to(torch.promote_types(x.dtype, torch.float32))
     count = x.numel() / x.shape[1]
-    mean = x.sum(dims) / count  # sums, not torch.var_mean: several times faster over NCHW on CPU
-    return mean, ((x * x).sum(dims) / count - mean * mean + eps).rsqrt()
+    mean = x.sum(dims) / count  # two passes, not torch.var_mean: several times faster over NCHW on CPU;
+    centred = x - mean.view((1, -1) + (1,) * (x.dim() - 2))  # centred, not E[x²] − μ²: no cancellation
+    return mean, ((centred * centred).sum(dims) / count + eps).rsqrt()
 
 
 def _batch_norm_rule(module: nn.modules.batchnorm._BatchNorm, call, t, dp, tp):
@@ -233,7 +236,9 @@ def unsupported_reason(module: nn.Module) -> str | None:
         if next(m.children(), None) is None:
             if kind not in _LEAF_RULES:
                 return f"no tangent rule for leaf {name or 'module'} ({kind.__name__})"
-            reason = _LEAF_CONDITIONS.get(kind, lambda _: None)(m)
+            extra = sorted({n for n, _ in m.named_parameters(recurse=False)} - {"weight", "bias"})
+            reason = (f"parameters {extra} (a reparametrised weight, e.g. torch.nn.utils.weight_norm)" if extra
+                      else _LEAF_CONDITIONS.get(kind, lambda _: None)(m))
         elif kind in _LINEAR_CONTAINERS:
             reason = _LINEAR_CONTAINERS[kind](m)
         elif not (isinstance(m, nn.Sequential) and kind.forward is nn.Sequential.forward):  # subclasses: same code
@@ -248,14 +253,16 @@ def tangent(module: nn.Module, tape: Tape, param_tangents: Tensors):
     missing parameters do not move), with the input held fixed. Returns the forward's output structure."""
     if tape.input is None:
         raise ValueError("the tape holds no forward: run the forward under `with Tape(module) as tape:` first")
+    if (reason := unsupported_reason(module)) is not None:
+        raise ValueError(f"the linearised tangent cannot be exact for this model: {reason}; use torch.func.jvp")
     tp = _Pass()
-    prefix = {m: name for name, m in module.named_modules()}
+    name_of = {id(p): name for name, p in module.named_parameters()}  # a weight shared by modules has one name
     cursor: dict[nn.Module, int] = {}
 
     def linearised(m: nn.Module):
         rule = _LEAF_RULES[type(m)]
-        names = [name for name, _ in m.named_parameters(recurse=False)]
-        full = {name: f"{prefix[m]}.{name}" if prefix[m] else name for name in names}
+        full = {name: name_of[id(p)] for name, p in m.named_parameters(recurse=False)}
+        names = list(full)
 
         def forward(t: torch.Tensor) -> torch.Tensor:
             i = cursor.get(m, 0)
