@@ -220,8 +220,9 @@ def hypergradient(
 
     ``(h, z) = module(x)`` at the current θ, with its autograd graph (the caller's real forward); ``x`` is
     ``cat(x1, x2)``, used only by the ``"jvp"`` route; ``tape`` is that forward's `Tape`, needed by the
-    ``"linearised"`` route (``"auto"`` takes it when given, else the JVP route). Nothing here touches ``.grad``
-    or buffers.
+    ``"linearised"`` route (``"auto"`` takes it when given, else the JVP route; `meta_step` records one only where
+    `unsupported_reason` allows, and `tangent` refuses a model it cannot linearise exactly). Nothing here touches
+    ``.grad`` or buffers.
     """
     route = config.hypergrad
     if route == "auto":
