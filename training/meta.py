@@ -60,7 +60,7 @@ from timm_uscl.errors import USCLError
 
 from . import dist
 from .losses import nt_xent, weighted_mean
-from .tangent import Tape, tangent, unsupported_reason
+from .tangent import Tape, tangent
 
 __all__ = [
     "MetaConfigError",
@@ -221,7 +221,7 @@ def hypergradient(
     ``(h, z) = module(x)`` at the current θ, with its autograd graph (the caller's real forward); ``x`` is
     ``cat(x1, x2)``, used only by the ``"jvp"`` route; ``tape`` is that forward's `Tape`, needed by the
     ``"linearised"`` route (``"auto"`` takes it when given, else the JVP route; `meta_step` records one only where
-    `unsupported_reason` allows, and `tangent` refuses a model it cannot linearise exactly). Nothing here touches
+    the model is supported, and `tangent` refuses a tape of a model it cannot linearise exactly). Nothing here touches
     ``.grad`` or buffers.
     """
     route = config.hypergrad
@@ -267,12 +267,12 @@ def _tape_for(module: nn.Module, config: MetaStepConfig) -> Tape | None:
     """A `Tape` for the real forward when the linearised route will run, else None (JVP route)."""
     if config.hypergrad not in ("auto", "linearised"):
         return None
-    reason = unsupported_reason(module)
-    if reason is None:
-        return Tape(module)
+    tape = Tape(module)
+    if tape.unsupported is None:
+        return tape
     if config.hypergrad == "linearised":
         raise MetaConfigError(
-            f"hypergrad='linearised' cannot be exact for this model: {reason}; use hypergrad='auto' or 'jvp'"
+            f"hypergrad='linearised' cannot be exact for this model: {tape.unsupported}; use hypergrad='auto' or 'jvp'"
         )
     return None
 

@@ -44,6 +44,7 @@ class Tape:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        self.unsupported = unsupported_reason(module)  # checked once here; `tangent` refuses such a tape
         self.calls: dict[nn.Module, list[_Call]] = {}
         self.input: torch.Tensor | None = None
         self._handles: list = []
@@ -103,33 +104,29 @@ def _plus(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None
     return b if a is None else a if b is None else a + b
 
 
-def _bilinear(
-    apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor], bias_shape: tuple[int, ...]
-):
+def _bilinear_rule(apply: Callable, bias_shape: tuple[int, ...], module: nn.Module, call: _Call, t: torch.Tensor,
+                   dp: Tensors, tp: _Pass) -> torch.Tensor:
     """Rule for ``y = apply(x, W, b)``, linear in ``x`` and in ``(W, b)``: ``t' = apply(t, W) + apply(x, dW, db)``."""
-
-    def rule(module: nn.Module, call: _Call, t: torch.Tensor, dp: Tensors, tp: _Pass) -> torch.Tensor:
-        out = None if tp.is_zero(t) else apply(t, module.weight, None)
-        dw, db = dp.get("weight"), dp.get("bias")
-        if dw is not None:
-            out = _plus(out, apply(_check_unchanged(module, call), dw, db))
-        elif db is not None:  # the bias alone moves: broadcast to the output's shape, also from a known zero
-            out = (out if out is not None else torch.zeros_like(call.output)) + db.view(bias_shape)
-        return tp.zero_like(call.output) if out is None else out
-
-    return rule
+    out = None if tp.is_zero(t) else apply(t, module.weight, None)
+    dw, db = dp.get("weight"), dp.get("bias")
+    if dw is not None:
+        out = _plus(out, apply(_check_unchanged(module, call), dw, db))
+    elif db is not None:  # the bias alone moves: broadcast to the output's shape, also from a known zero
+        out = (out if out is not None else torch.zeros_like(call.output)) + db.view(bias_shape)
+    return tp.zero_like(call.output) if out is None else out
 
 
 def _conv_rule(module, call, t, dp, tp):
     m = module
-    bias_shape = (1, -1) + (1,) * (call.output.dim() - 2)
-    return _bilinear(lambda x, w, b: F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups), bias_shape)(
-        module, call, t, dp, tp
-    )
+
+    def conv(x, w, b):
+        return F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+
+    return _bilinear_rule(conv, (1, -1) + (1,) * (call.output.dim() - 2), module, call, t, dp, tp)
 
 
 def _linear_rule(module, call, t, dp, tp):
-    return _bilinear(F.linear, (-1,))(module, call, t, dp, tp)
+    return _bilinear_rule(F.linear, (-1,), module, call, t, dp, tp)
 
 
 def _batch_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,21 +203,16 @@ _LEAF_RULES: dict[type, Callable] = {
     nn.AvgPool2d: _linear_map_rule,
     nn.Flatten: _linear_map_rule,
     nn.Identity: _linear_map_rule,
-    nn.Dropout: _linear_map_rule,  # allowed only when it is the identity (see _LEAF_CONDITIONS)
+    nn.Dropout: _linear_map_rule,  # allowed only when it is the identity (see _CONDITIONS)
 }
-_LEAF_CONDITIONS: dict[type, Callable[[nn.Module], str | None]] = {
+# Containers whose own forward code is linear in the activations (given their condition below).
+_LINEAR_CONTAINERS = {nn.Sequential, ContrastiveModel, ProjectionHead, SelectAdaptivePool2d, BasicBlock, Bottleneck,
+                      ResNet}
+# Why a known layer cannot be linearised exactly in its current configuration (None: it can).
+_CONDITIONS: dict[type, Callable[[nn.Module], str | None]] = {
     nn.Conv2d: lambda m: None if m.padding_mode == "zeros" else f"padding_mode={m.padding_mode!r}",
     nn.Dropout: lambda m: None if m.p == 0 or not m.training else "active dropout (random masks)",
     nn.MaxPool2d: lambda m: None if not m.return_indices else "return_indices=True",
-}
-# Containers whose own forward code is linear in the activations (given the condition).
-_LINEAR_CONTAINERS: dict[type, Callable[[nn.Module], str | None]] = {
-    nn.Sequential: lambda m: None,
-    ContrastiveModel: lambda m: None,
-    ProjectionHead: lambda m: None,
-    SelectAdaptivePool2d: lambda m: None,
-    BasicBlock: lambda m: None,
-    Bottleneck: lambda m: None,
     ResNet: lambda m: (
         "drop_rate > 0 (functional dropout)" if m.drop_rate and m.training
         else "gradient checkpointing" if m.grad_checkpointing else None
@@ -231,30 +223,30 @@ _LINEAR_CONTAINERS: dict[type, Callable[[nn.Module], str | None]] = {
 def unsupported_reason(module: nn.Module) -> str | None:
     """Why `tangent` cannot be exact for ``module`` (a layer it does not know), or None when it can."""
     for name, m in module.named_modules():
-        kind = type(m)
-        reason = None
+        kind, label = type(m), f"{name or 'module'} ({type(m).__name__})"
         if next(m.children(), None) is None:
             if kind not in _LEAF_RULES:
-                return f"no tangent rule for leaf {name or 'module'} ({kind.__name__})"
+                return f"no tangent rule for leaf {label}"
             extra = sorted({n for n, _ in m.named_parameters(recurse=False)} - {"weight", "bias"})
-            reason = (f"parameters {extra} (a reparametrised weight, e.g. torch.nn.utils.weight_norm)" if extra
-                      else _LEAF_CONDITIONS.get(kind, lambda _: None)(m))
-        elif kind in _LINEAR_CONTAINERS:
-            reason = _LINEAR_CONTAINERS[kind](m)
-        elif not (isinstance(m, nn.Sequential) and kind.forward is nn.Sequential.forward):  # subclasses: same code
-            return f"{name or 'module'} ({kind.__name__}) is not a known linear container"
-        if reason:
-            return f"{name or 'module'} ({kind.__name__}): {reason}"
+            if extra:
+                return f"{label}: parameters {extra} (a reparametrised weight, e.g. torch.nn.utils.weight_norm)"
+        elif kind not in _LINEAR_CONTAINERS and not (
+            isinstance(m, nn.Sequential) and kind.forward is nn.Sequential.forward  # subclasses: same code
+        ):
+            return f"{label} is not a known linear container"
+        if reason := _CONDITIONS.get(kind, lambda _: None)(m):
+            return f"{label}: {reason}"
     return None
 
 
 def tangent(module: nn.Module, tape: Tape, param_tangents: Tensors):
     """``J·d``: the tangent of ``module``'s recorded forward along ``param_tangents`` (parameter name -> tangent;
     missing parameters do not move), with the input held fixed. Returns the forward's output structure."""
-    if tape.input is None:
-        raise ValueError("the tape holds no forward: run the forward under `with Tape(module) as tape:` first")
-    if (reason := unsupported_reason(module)) is not None:
-        raise ValueError(f"the linearised tangent cannot be exact for this model: {reason}; use torch.func.jvp")
+    if tape.module is not module or tape.input is None:
+        raise ValueError("the tape holds no forward of this module: run it under `with Tape(module) as tape:` first")
+    if tape.unsupported is not None:
+        raise ValueError(f"the linearised tangent cannot be exact for this model: {tape.unsupported}; "
+                         "use torch.func.jvp")
     tp = _Pass()
     name_of = {id(p): name for name, p in module.named_parameters()}  # a weight shared by modules has one name
     cursor: dict[nn.Module, int] = {}
