@@ -17,10 +17,12 @@ back to the OS (the script re-executes itself with MALLOC_MMAP_THRESHOLD_ set).
     python benchmarks/bench_meta.py --sizes 64 112                       # CPU
     python benchmarks/bench_meta.py --device cuda --bf16 --channels-last --sizes 64 112 224
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import statistics
 import sys
@@ -32,8 +34,8 @@ from torch.func import functional_call
 
 from timm_uscl.training.losses import nt_xent, weighted_mean
 from timm_uscl.training.meta import MetaStepConfig, cmw_optimizer, hypergradient, meta_step, plain_step
+from timm_uscl.training.meta.tangent import Tape
 from timm_uscl.training.model import CMWNet, ContrastiveModel
-from timm_uscl.training.tangent import Tape
 
 
 def naive_step(model, cmw, opt, copt, x1, x2, m1, m2, autocast: bool, temperature: float = 0.5) -> None:
@@ -67,6 +69,18 @@ def naive_step(model, cmw, opt, copt, x1, x2, m1, m2, autocast: bool, temperatur
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+
+
+def _plain_variant(model, opt, bf16: bool, b: list[torch.Tensor]) -> None:
+    plain_step(model, opt, b[0], b[1], autocast=bf16)
+
+
+def _naive_variant(model, cmw, opt, copt, bf16: bool, b: list[torch.Tensor]) -> None:
+    naive_step(model, cmw, opt, copt, b[0], b[1], b[2], b[3], bf16)
+
+
+def _meta_variant(model, cmw, opt, copt, config: MetaStepConfig, b: list[torch.Tensor]) -> None:
+    meta_step(model, cmw, opt, copt, *b, config=config)
 
 
 def _rss_kib(field: str) -> int:
@@ -123,13 +137,11 @@ def run(size: int, args: argparse.Namespace) -> None:
         copt = cmw_optimizer(cmw)
         states[name] = (model, cmw, opt)
         if name == "plain":
-            variants[name] = lambda b, m=model, o=opt: plain_step(m, o, b[0], b[1], autocast=args.bf16)
+            variants[name] = functools.partial(_plain_variant, model, opt, args.bf16)
         elif name == "naive":
-            variants[name] = lambda b, m=model, c=cmw, o=opt, co=copt: naive_step(m, c, o, co, *b, args.bf16)
+            variants[name] = functools.partial(_naive_variant, model, cmw, opt, copt, args.bf16)
         else:
-            variants[name] = lambda b, m=model, c=cmw, o=opt, co=copt, cfg=configs[name]: meta_step(
-                m, c, o, co, *b, config=cfg
-            )
+            variants[name] = functools.partial(_meta_variant, model, cmw, opt, copt, configs[name])
 
     walls: dict[str, list[float]] = {k: [] for k in variants}
     cpus: dict[str, list[float]] = {k: [] for k in variants}
@@ -137,7 +149,7 @@ def run(size: int, args: argparse.Namespace) -> None:
     for i in range(args.warmup + args.steps):
         b = [batch() for _ in range(4)]
         for name, fn in variants.items():
-            wall, cpu, peak = measure(lambda: fn(b), device)
+            wall, cpu, peak = measure(functools.partial(fn, b), device)
             if i >= args.warmup:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
@@ -145,13 +157,19 @@ def run(size: int, args: argparse.Namespace) -> None:
 
     med = {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in variants}
     plain = med.get("plain", (float("nan"), float("nan")))
-    print(f"\n{args.model} {size}x{size}, {args.batch} pairs, {args.device}, bf16={args.bf16}, "
-          f"channels_last={args.channels_last}, threads={torch.get_num_threads()}, median of {args.steps}")
-    print(f"{'variant':10s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s} {'pairs/s':>8s} {'peak MiB':>9s}"
-          "  wall ms per step")
+    print(
+        f"\n{args.model} {size}x{size}, {args.batch} pairs, {args.device}, bf16={args.bf16}, "
+        f"channels_last={args.channels_last}, threads={torch.get_num_threads()}, median of {args.steps}"
+    )
+    print(
+        f"{'variant':10s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s} {'pairs/s':>8s} {'peak MiB':>9s}"
+        "  wall ms per step"
+    )
     for name, (wall, cpu) in med.items():
-        print(f"{name:10s} {1e3 * wall:8.1f} {wall / plain[0]:6.2f} {1e3 * cpu:8.1f} {cpu / plain[1]:6.2f} "
-              f"{args.batch / wall:8.1f} {peaks[name]:9.0f}  " + " ".join(f"{1e3 * t:.1f}" for t in walls[name]))
+        print(
+            f"{name:10s} {1e3 * wall:8.1f} {wall / plain[0]:6.2f} {1e3 * cpu:8.1f} {cpu / plain[1]:6.2f} "
+            f"{args.batch / wall:8.1f} {peaks[name]:9.0f}  " + " ".join(f"{1e3 * t:.1f}" for t in walls[name])
+        )
 
     if "meta" in states:  # accuracy on one shared state: routes against the full-precision JVP route
         model, cmw, opt = states["meta"]
@@ -169,9 +187,11 @@ def run(size: int, args: argparse.Namespace) -> None:
             if name in states:
                 got = alpha_gradient(cfg)
                 cos = torch.nn.functional.cosine_similarity(got, reference, dim=0)
-                print(f"{name} vs exact fp32 alpha-gradient: cosine {cos:.4f}, norm ratio "
-                      f"{got.norm() / reference.norm():.4f}"
-                      + (f" (prefixes {', '.join(args.approx_prefixes)})" if name == "approx" else ""))
+                print(
+                    f"{name} vs exact fp32 alpha-gradient: cosine {cos:.4f}, norm ratio "
+                    f"{got.norm() / reference.norm():.4f}"
+                    + (f" (prefixes {', '.join(args.approx_prefixes)})" if name == "approx" else "")
+                )
 
 
 def main() -> None:

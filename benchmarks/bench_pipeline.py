@@ -8,6 +8,7 @@ Measures, in one run (so ratios are comparable on a shared machine):
 * decode frames/s: sparse (the 3 frames of a Meta-USCL pair) vs whole-clip decode of the same clips;
 * augmentation pairs/s on CPU: the vectorized implementation vs kornia (if installed), same batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,16 @@ import torch
 def _pipeline(source: str, workers: int, size: int, videos: int, cache: str | None, epoch: int = 0) -> float:
     from timm_uscl.training.data import DataConfig, PairDataModule
 
-    cfg = DataConfig(source=source, image_size=size, batch_size=16, num_workers=workers, meta_fraction=0.0,
-                     drop_last=False, cache_dir=cache, filters=None)
+    cfg = DataConfig(
+        source=source,
+        image_size=size,
+        batch_size=16,
+        num_workers=workers,
+        meta_fraction=0.0,
+        drop_last=False,
+        cache_dir=cache,
+        filters=None,
+    )
     dm = PairDataModule(cfg)
     dm._train.dataset = dm._train.dataset.take(videos)  # a fixed slice keeps runs short
     t = time.perf_counter()
@@ -33,8 +42,8 @@ def _pipeline(source: str, workers: int, size: int, videos: int, cache: str | No
 
 
 def _decode(paths: list[str], size: int) -> tuple[float, float]:
-    from timm_uscl.training.decode import read_frames
-    from timm_uscl.training.pairs import plan_pair
+    from timm_uscl.training.data.decode import read_frames
+    from timm_uscl.training.data.pairs import plan_pair
 
     rng = np.random.default_rng(0)
     t, n = time.perf_counter(), 0
@@ -49,7 +58,7 @@ def _decode(paths: list[str], size: int) -> tuple[float, float]:
 
 
 def _augment(size: int, batch: int, reps: int) -> dict[str, float]:
-    from timm_uscl.training.augment import AugmentConfig, augment
+    from timm_uscl.training.data.augment import AugmentConfig, augment
 
     cfg = AugmentConfig(size=size)
     x = torch.randint(0, 256, (2 * batch, 1, size, size), dtype=torch.uint8)
@@ -101,8 +110,10 @@ def main() -> None:
                 warm = _pipeline(src, w, args.size, args.videos, cache, epoch=1)
                 print(f"| {name} | {w} | {cold:.1f} | {warm:.1f} |", flush=True)
 
-    print("\n| source | sparse decode (frames/s) | whole-clip decode (frames/s) | sparse pairs/s (1 core) "
-          "| whole-clip pairs/s (1 core) |\n|---|---:|---:|---:|---:|")
+    print(
+        "\n| source | sparse decode (frames/s) | whole-clip decode (frames/s) | sparse pairs/s (1 core) "
+        "| whole-clip pairs/s (1 core) |\n|---|---:|---:|---:|---:|"
+    )
     for name, sub in (("pocus", "videos"), ("covid_blues", "lus_videos")):
         paths = sorted(str(p) for p in (Path(args.data) / name / sub).glob("*.mp4"))[:24]
         sparse, whole = _decode(paths, args.size)

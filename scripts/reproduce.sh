@@ -43,4 +43,4 @@ for preset in meta_uscl uscl simclr; do
 done
 evaluate random resnet18_uscl --random-init
 
-"$PYTHON" -m timm_uscl.training.repro "$OUT" | tee "$OUT/table.md"
+"$PYTHON" -m timm_uscl.training.evaluation.repro "$OUT" | tee "$OUT/table.md"

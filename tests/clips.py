@@ -1,4 +1,5 @@
 """Synthetic ultrasound-like clips (moving speckle in a sector), so tests need no licensed data."""
+
 from __future__ import annotations
 
 from pathlib import Path

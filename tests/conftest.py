@@ -80,7 +80,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setattr(ds_config, "HF_DATASETS_OFFLINE", True)
     yield
     if (ds_config := sys.modules.get("datasets.config")) is not None:
-        ds_config.HF_HUB_OFFLINE = ds_config.HF_DATASETS_OFFLINE = False
+        monkeypatch.setattr(ds_config, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(ds_config, "HF_DATASETS_OFFLINE", False)
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +104,7 @@ def fixtures_dir(data_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three 64x64, 24-frame H.264 clips of moving speckle with an 8-frame GOP, for tests that must not need real data."""
+    """Three 64x64, 24-frame H.264 clips of moving speckle with an 8-frame GOP (tests that need no real data)."""
     out = tmp_path_factory.mktemp("synthetic_clips")
     return [make_clip(out / f"clip{k}.mp4", seed=k) for k in range(3)]
 

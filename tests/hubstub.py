@@ -18,8 +18,8 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -30,9 +30,7 @@ LFS_THRESHOLD = 10 * 1024 * 1024
 # Like the real Hub, uploads go to LFS when .gitattributes says so (these suffixes) or when they are > 10 MB.
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".mp4", ".zip", ".tar", ".gz")
 # The real Hub's first commit of every new repo adds .gitattributes; kept so pulls see a realistic tree.
-GITATTRIBUTES = b"".join(
-    f"*{s} filter=lfs diff=lfs merge=lfs -text\n".encode() for s in LFS_SUFFIXES
-)
+GITATTRIBUTES = b"".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n".encode() for s in LFS_SUFFIXES)
 
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
 _KIND = r"(?P<kind>models|datasets)"
@@ -275,8 +273,11 @@ class HubStub:
         if (repo := self._repos.get((repo_type, repo_id))) is not None:  # exist_ok=True reads "url" from the 409
             raise _HttpError(409, None, f"You already created this {repo_type} repo", url=self._url(repo))
         private = bool(req.get("private")) or req.get("visibility") == "private"
-        init = _Commit(hashlib.sha1(uuid.uuid4().bytes).hexdigest(), "initial commit",
-                       {".gitattributes": _Blob(GITATTRIBUTES, False)})
+        init = _Commit(
+            hashlib.sha1(uuid.uuid4().bytes).hexdigest(),
+            "initial commit",
+            {".gitattributes": _Blob(GITATTRIBUTES, False)},
+        )
         repo = _Repo(repo_id, repo_type, private, [init])
         self._repos[(repo_type, repo_id)] = repo
         return 200, {}, {"url": self._url(repo), "name": repo_id, "id": repo.repo_id}
@@ -294,10 +295,10 @@ class HubStub:
         dirs = _dirs_of(list(files))
         out: list[dict[str, Any]] = []
         for d in sorted(dirs):
-            if d.startswith(prefix) and (recursive or "/" not in d[len(prefix):]):
+            if d.startswith(prefix) and (recursive or "/" not in d[len(prefix) :]):
                 out.append({"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d})
         for p, blob in sorted(files.items()):
-            if recursive or "/" not in p[len(prefix):]:
+            if recursive or "/" not in p[len(prefix) :]:
                 out.append(blob.tree_entry(p))
         return out
 
@@ -329,7 +330,9 @@ class HubStub:
             old = commit.files.get(f["path"])
             # The client skips files whose oid matches: sha256 for LFS, git-blob sha1 for regular files.
             oid = None if old is None else (old.sha256 if lfs else old.git_oid)
-            out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            out.append(
+                {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
         return 200, {}, {"files": out, "commitOid": commit.oid}
 
     def commit(self, g: _Groups, q: _Query, body: bytes) -> _Reply:
@@ -404,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real Hub; every reply carries Content-Length
     timeout = 60  # a stuck client must not pin a server thread for the whole session
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib signature (`format` shadows a builtin)
         pass
 
     def _body(self) -> bytes:
@@ -470,7 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             end = min(end, n - 1)
             headers["Content-Range"] = f"bytes {start}-{end}/{n}"
-            status, data = 206, data[start:end + 1]
+            status, data = 206, data[start : end + 1]
         self._send(status, headers, data)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch

@@ -1,4 +1,5 @@
 """The plugin's CLI: list and export (convert/push/pull are covered with their features)."""
+
 from __future__ import annotations
 
 import timm
@@ -22,8 +23,19 @@ def test_export_from_a_state_dict_file(tmp_path, capsys):
     torch.manual_seed(0)
     model = timm.create_model("resnet50_uscl").eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
-    assert cli(["export", str(tmp_path / "w.safetensors"), "--tag", "resnet50_uscl.metauscl_covidblues_224",
-                "--out", str(tmp_path / "export")]) == 0
+    assert (
+        cli(
+            [
+                "export",
+                str(tmp_path / "w.safetensors"),
+                "--tag",
+                "resnet50_uscl.metauscl_covidblues_224",
+                "--out",
+                str(tmp_path / "export"),
+            ]
+        )
+        == 0
+    )
     assert "exported resnet50_uscl.metauscl_covidblues_224" in capsys.readouterr().out
     loaded = timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -32,9 +44,22 @@ def test_export_from_a_state_dict_file(tmp_path, capsys):
 
 
 def test_export_with_the_wrong_tag_names_the_file(tmp_path, capsys):
-    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18_uscl").state_dict().items()},
-              tmp_path / "r18.safetensors")
-    assert cli(["export", str(tmp_path / "r18.safetensors"), "--tag", "resnet50_uscl.metauscl_covidblues_224",
-                "--out", str(tmp_path / "export")]) == 1
+    save_file(
+        {k: v.contiguous() for k, v in timm.create_model("resnet18_uscl").state_dict().items()},
+        tmp_path / "r18.safetensors",
+    )
+    assert (
+        cli(
+            [
+                "export",
+                str(tmp_path / "r18.safetensors"),
+                "--tag",
+                "resnet50_uscl.metauscl_covidblues_224",
+                "--out",
+                str(tmp_path / "export"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "do not fit timm's resnet50" in err

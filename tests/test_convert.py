@@ -1,4 +1,5 @@
 """Conversion of the original authors' checkpoints, on checkpoints built with exactly their layout."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import torchvision
 from torch import nn
 
 from timm_uscl.cli import main as cli
-from timm_uscl.convert import convert, load_checkpoint
+from timm_uscl.convert import convert, read_state_dict
 from timm_uscl.errors import CheckpointFormatError
 
 
@@ -26,7 +27,12 @@ class ReferenceModel(nn.Module):
         self.features = nn.Sequential(*list(resnet.children())[:-1])
         self.l1, self.l2 = nn.Linear(dim, dim), nn.Linear(dim, 128)
         if uscl_heads:
-            self.fc, self.fc1, self.fc2, self.linear = nn.Linear(128, 2), nn.Linear(dim, dim), nn.Linear(dim, 2), nn.Linear(dim, 3)
+            self.fc, self.fc1, self.fc2, self.linear = (
+                nn.Linear(128, 2),
+                nn.Linear(dim, dim),
+                nn.Linear(dim, 2),
+                nn.Linear(dim, 3),
+            )
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
@@ -36,7 +42,7 @@ def _randomize_bn(model: nn.Module) -> None:
     """Non-trivial running statistics, so a missed BN buffer would show in the outputs."""
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
             m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
@@ -73,7 +79,7 @@ def test_meta_uscl_checkpoint_converts_to_identical_features(tmp_path, reference
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["pretrained_cfg"]["tag"] == "metauscl_us4_64"
     assert config["pretrained_cfg"]["mean"] == [0.18] * 3
-    head = load_checkpoint(tmp_path / "export" / "projection_head.safetensors")
+    head = read_state_dict(tmp_path / "export" / "projection_head.safetensors")
     torch.testing.assert_close(head["l2.weight"], reference.l2.weight)
 
 
@@ -84,7 +90,9 @@ def test_fp16_checkpoint_is_cast_and_reported(tmp_path, reference):
     assert report.cast_from == ["torch.float16"]
     assert not (tmp_path / "export" / "projection_head.safetensors").exists()
     halved = ReferenceModel().eval()
-    halved.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in reference.state_dict().items()})
+    halved.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    )
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(_features_of_export(tmp_path / "export", x), halved.representation(x))
@@ -94,8 +102,16 @@ def test_uscl_bare_state_dict_through_the_cli(tmp_path, capsys):
     torch.manual_seed(1)
     model = ReferenceModel(uscl_heads=True).eval()
     torch.save(model.state_dict(), tmp_path / "best_model.pth")
-    rc = cli(["convert", str(tmp_path / "best_model.pth"), "--tag", "resnet18_uscl.uscl_us4_224",
-              "--out", str(tmp_path / "export")])
+    rc = cli(
+        [
+            "convert",
+            str(tmp_path / "best_model.pth"),
+            "--tag",
+            "resnet18_uscl.uscl_us4_224",
+            "--out",
+            str(tmp_path / "export"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "uscl checkpoint" in out and "fc1.weight" in out and "linear.weight" in out
@@ -130,11 +146,11 @@ def test_not_a_state_dict_and_unsafe_pickles_are_refused(tmp_path):
     listed = tmp_path / "list.pth"
     torch.save([1, 2, 3], listed)
     with pytest.raises(CheckpointFormatError, match=r"list\.pth: is not a state dict"):
-        load_checkpoint(listed)
+        read_state_dict(listed)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": nn.Linear(1, 1)}, unsafe)
     with pytest.raises(CheckpointFormatError, match=r"unsafe\.pth: cannot be read as a weights-only"):
-        load_checkpoint(unsafe)
+        read_state_dict(unsafe)
 
 
 def test_truncated_files_name_the_file(tmp_path, reference):
@@ -145,19 +161,20 @@ def test_truncated_files_name_the_file(tmp_path, reference):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(CheckpointFormatError, match=r"cut\.safetensors: not a readable safetensors file"):
-        load_checkpoint(cut)
+        read_state_dict(cut)
     pth = tmp_path / "resnet18_64.pth"
     _meta_uscl_checkpoint(pth, reference)
     (tmp_path / "cut.pth").write_bytes(pth.read_bytes()[:5000])
     with pytest.raises(CheckpointFormatError, match=r"cut\.pth: cannot be read"):
-        load_checkpoint(tmp_path / "cut.pth")
+        read_state_dict(tmp_path / "cut.pth")
 
 
 def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     (tmp_path / "model.pth").write_bytes(b"not a checkpoint")
     proc = subprocess.run(
         [sys.executable, "-m", "timm_uscl.cli", "convert", str(tmp_path / "model.pth"), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "model.pth" in proc.stderr and "--tag" in proc.stderr

@@ -1,4 +1,5 @@
 """Export -> push -> load round trips through the real huggingface_hub client and the loopback Hub stub."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import torch
 
 import timm_uscl
 from timm_uscl import WEIGHTS, ChecksumMismatchError, WeightsUnavailableError
+from timm_uscl.checksum import sha256_file
 from timm_uscl.cli import main as cli
-from timm_uscl.hub import sha256_file
 from timm_uscl.weights import with_publication
 
 NAME = "resnet18_uscl.metauscl_us4_64"
@@ -71,8 +72,11 @@ def test_registry_name_and_hf_hub_give_identical_weights(published, source):
     by_tag = timm.create_model(NAME, pretrained=True)
     by_repo = timm.create_model(f"hf-hub:{WEIGHTS[NAME].repo_id}", pretrained=True)
     assert _same_weights(by_tag, source) and _same_weights(by_repo, source)
+
     def data_cfg(model):
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in timm.data.resolve_model_data_config(model).items()}
+        return {
+            k: tuple(v) if isinstance(v, list) else v for k, v in timm.data.resolve_model_data_config(model).items()
+        }
 
     assert data_cfg(by_tag) == data_cfg(by_repo)
     assert data_cfg(by_repo)["mean"] == (0.18,) * 3 and data_cfg(by_repo)["input_size"] == (3, 64, 64)
@@ -81,7 +85,9 @@ def test_registry_name_and_hf_hub_give_identical_weights(published, source):
 def test_pinned_revision_survives_a_later_push(published, hub, tmp_path):
     other = timm.create_model("resnet18_uscl")
     timm_uscl.push(timm_uscl.export(other, tmp_path / "other", NAME), WEIGHTS[NAME].repo_id)
-    assert _same_weights(timm.create_model(NAME, pretrained=True), timm.create_model(f"local-dir:{published}", pretrained=True))
+    assert _same_weights(
+        timm.create_model(NAME, pretrained=True), timm.create_model(f"local-dir:{published}", pretrained=True)
+    )
 
 
 @pytest.fixture
@@ -106,8 +112,9 @@ def test_warm_cache_offline_in_a_fresh_process(warmed, hub):
         f"WEIGHTS[{NAME!r}] = with_publication(WEIGHTS[{NAME!r}], {entry.revision!r}, {entry.sha256!r})\n"
         f"print(timm.create_model({NAME!r}, pretrained=True).num_features)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "512" and hub.requests == []
 
@@ -177,11 +184,23 @@ def test_export_loads_in_plain_timm_without_the_plugin(published, source, tmp_pa
 def test_model_card_metadata_and_body(published):
     card = (published / "README.md").read_text()
     header = card.split("---")[1]
-    for needle in ("library_name: timm", "license: mit", "pipeline_tag: image-feature-extraction", "ultrasound",
-                   "model-index:"):
+    for needle in (
+        "library_name: timm",
+        "license: mit",
+        "pipeline_tag: image-feature-extraction",
+        "ultrasound",
+        "model-index:",
+    ):
         assert needle in header
-    for needle in ("features_only=True", "in_chans=1", "smp.Unet(", "mean **0.18**", "2212.04097", "2011.13066",
-                   "US-4"):
+    for needle in (
+        "features_only=True",
+        "in_chans=1",
+        "smp.Unet(",
+        "mean **0.18**",
+        "2212.04097",
+        "2011.13066",
+        "US-4",
+    ):
         assert needle in card
     config = json.loads((published / "config.json").read_text())
     assert config["timm_uscl"]["sha256"] == sha256_file(published / "model.safetensors")

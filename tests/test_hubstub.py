@@ -59,6 +59,7 @@ def test_second_download_is_a_single_head(hub: HubStub, pushed: dict[str, bytes]
 
 def test_pinned_revision_keeps_old_bytes(hub: HubStub, pushed: dict[str, bytes]) -> None:
     v1 = HfApi().model_info(REPO).sha
+    assert v1 is not None
     HfApi().upload_file(path_or_fileobj=b'{"v": 2}', path_in_repo="config.json", repo_id=REPO)
     assert HfApi().model_info(REPO).sha != v1
     assert Path(hf_hub_download(REPO, "config.json", revision=v1)).read_bytes() == pushed["config.json"]
@@ -132,8 +133,16 @@ def test_dataset_push_and_stream_back(hub: HubStub) -> None:
 def test_preupload_modes(hub: HubStub, pushed: dict[str, bytes]) -> None:
     from huggingface_hub import get_session
 
-    files = [{"path": p, "size": n, "sample": ""} for p, n in
-             [("a.parquet", 10), ("b.safetensors", 10), ("c.bin", 10), ("big.txt", 11 * 1024 * 1024), ("notes.txt", 10)]]
+    files = [
+        {"path": p, "size": n, "sample": ""}
+        for p, n in [
+            ("a.parquet", 10),
+            ("b.safetensors", 10),
+            ("c.bin", 10),
+            ("big.txt", 11 * 1024 * 1024),
+            ("notes.txt", 10),
+        ]
+    ]
     resp = get_session().post(f"{hub.endpoint}/api/models/{REPO}/preupload/main", json={"files": files})
     assert [f["uploadMode"] for f in resp.json()["files"]] == ["lfs", "lfs", "lfs", "lfs", "regular"]
 

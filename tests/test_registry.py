@@ -1,4 +1,5 @@
 """The plugin's architectures behave as first-class timm models."""
+
 from __future__ import annotations
 
 import pytest
@@ -82,6 +83,7 @@ def test_unknown_tag_is_a_clear_error():
 
 def test_segmentation_encoder_through_smp():
     import segmentation_models_pytorch as smp
+
     net = smp.Unet("tu-resnet18_uscl.metauscl_us4_64", encoder_weights=None, in_channels=1, classes=1)
     assert net(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
     params = smp.encoders.get_preprocessing_params("tu-resnet18_uscl.metauscl_us4_64")

@@ -3,21 +3,33 @@
 ``import timm_uscl`` registers the architectures (``resnet18_uscl``, ``resnet50_uscl``) and their
 pretrained tags in timm's registry, so ``timm.create_model("resnet18_uscl.<tag>", pretrained=True)``
 works. timm has no plugin discovery: import this package before calling ``create_model``.
+
+Import chain, leaf to root (no cycles): ``errors`` <- ``weights`` <- ``archs`` <- ``checksum``/``cards`` <-
+``download`` / ``export_folder`` <- ``uscl`` (the registry) / ``upload`` / ``convert`` <- ``cli``. Nothing here
+imports the trainer (``timm_uscl.training``).
 """
-from . import uscl  # noqa: F401  (registers the models)
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import uscl  # registers the models
+from .download import fetch_weights, pull
 from .errors import (
-    ChecksumMismatchError,
     CheckpointFormatError,
+    ChecksumMismatchError,
     HubError,
     UnknownWeightsError,
     USCLError,
     WeightsNotPublishedError,
     WeightsUnavailableError,
 )
-from .hub import export, fetch_weights, pull, push
+from .export_folder import export
+from .upload import push
 from .weights import WEIGHTS, EvalResult, WeightsEntry, get_weights, list_weights
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("timm-uscl")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "WEIGHTS",
@@ -29,6 +41,7 @@ __all__ = [
     "push",
     "pull",
     "fetch_weights",
+    "uscl",
     "USCLError",
     "UnknownWeightsError",
     "WeightsNotPublishedError",

@@ -1,24 +1,29 @@
 """Model and dataset cards, rendered from the jinja2 templates in ``hub_cards/`` and the weights table."""
+
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from typing import Any
 
+import jinja2
+from huggingface_hub import EvalResult as HubEvalResult
+from huggingface_hub import ModelCardData
+
 from .weights import EvalResult, WeightsEntry
 
-__all__ = ["render", "render_model_card", "card_metadata", "results_table"]
+__all__ = ["render", "render_model_card", "card_metadata", "results_table", "percent"]
 
 _TASK_TYPES = {"segmentation": "image-segmentation"}
 
 
 def render(template_name: str, **context: Any) -> str:
     """Render ``hub_cards/<template_name>`` (strict: an undefined name is an error, not a blank)."""
-    import jinja2
-
     source = resources.files("timm_uscl.hub_cards").joinpath(template_name).read_text(encoding="utf-8")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                             lstrip_blocks=True)
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
+    )
     return env.from_string(source).render(**context)
 
 
@@ -28,9 +33,6 @@ def _slug(text: str) -> str:
 
 def card_metadata(entry: WeightsEntry) -> str:
     """The card's YAML header, with a model-index when the row has results."""
-    from huggingface_hub import EvalResult as HubEvalResult
-    from huggingface_hub import ModelCardData
-
     eval_results = [
         HubEvalResult(
             task_type=next((t for k, t in _TASK_TYPES.items() if k in r.task.lower()), "image-classification"),
@@ -46,8 +48,15 @@ def card_metadata(entry: WeightsEntry) -> str:
     data = ModelCardData(
         library_name="timm",
         license=entry.license,
-        tags=["timm", "image-feature-extraction", "ultrasound", "medical-imaging", "self-supervised",
-              "contrastive-learning", "timm-uscl"],
+        tags=[
+            "timm",
+            "image-feature-extraction",
+            "ultrasound",
+            "medical-imaging",
+            "self-supervised",
+            "contrastive-learning",
+            "timm-uscl",
+        ],
         datasets=list(entry.datasets) or None,
         pipeline_tag="image-feature-extraction",
         model_name=entry.name,
@@ -56,14 +65,22 @@ def card_metadata(entry: WeightsEntry) -> str:
     return data.to_yaml()
 
 
+def percent(mean: float | None, std: float | None = None) -> str:
+    """A ratio as the cards and tables print it: ``57.2 ± 9.7`` (percent, std over folds), ``–`` when unknown."""
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
 def results_table(results: tuple[EvalResult, ...]) -> str:
     """A markdown table of evaluation results (mean ± std over folds where known)."""
     if not results:
         return "_No evaluation results recorded yet._"
     rows = ["| task | dataset | metric | value | protocol | source |", "|---|---|---|---|---|---|"]
     for r in results:
-        value = f"{100 * r.value:.1f}" + (f" ± {100 * r.std:.1f}" if r.std is not None else "")
-        rows.append(f"| {r.task} | {r.dataset} | {r.metric} (%) | {value} | {r.protocol} | {r.source} |")
+        rows.append(
+            f"| {r.task} | {r.dataset} | {r.metric} (%) | {percent(r.value, r.std)} | {r.protocol} | {r.source} |"
+        )
     return "\n".join(rows)
 
 

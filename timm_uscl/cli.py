@@ -3,6 +3,7 @@
 Plugin commands (list, export, convert, push, pull) need only the core install; the trainer's
 commands (pretrain, evaluate, publish-dataset) need the ``train`` extra and say so when it is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,18 +11,30 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .convert import convert, read_state_dict, to_timm_state_dict
+from .download import pull
 from .errors import USCLError
+from .export_folder import export
+from .upload import push
+from .weights import list_weights
 
-_TRAINING_COMMANDS = ("cli_pretrain", "cli_evaluate", "cli_publish")
+# the trainer's subcommands: import-light modules (argparse only) that load the trainer in their handlers
+_TRAINING_COMMANDS = ("pretrain", "evaluate", "publish")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .weights import list_weights
-
     rows = [("name", "published", "input", "mean/std", "licence", "pretraining data")]
     for e in list_weights(args.filter):
-        rows.append((e.name, "yes" if e.published else "no", f"{e.input_size[-1]}px",
-                     f"{e.mean[0]}/{e.std[0]}", e.license, e.pretrain_data.split(" (")[0].split(",")[0]))
+        rows.append(
+            (
+                e.name,
+                "yes" if e.published else "no",
+                f"{e.input_size[-1]}px",
+                f"{e.mean[0]}/{e.std[0]}",
+                e.license,
+                e.pretrain_data.split(" (")[0].split(",")[0],
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -29,18 +42,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .convert import load_checkpoint, to_timm_state_dict
-    from .hub import export
-
-    backbone, _, report = to_timm_state_dict(load_checkpoint(args.weights), label=args.weights)
+    backbone, _, report = to_timm_state_dict(read_state_dict(args.weights), label=args.weights)
     out = export(backbone, args.out, args.tag)
     print(f"exported {args.tag} to {out} ({report.backbone_keys} tensors)")
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
-
     report = convert(args.checkpoint, args.out, arch=args.arch, weights=args.tag, keep_head=args.keep_head)
     print(report.summary())
     print(f"wrote export folder {args.out}; load it with timm.create_model('local-dir:{args.out}', pretrained=True)")
@@ -48,8 +56,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push
-
     result = push(args.export_dir, args.repo_id, private=args.private, dry_run=args.dry_run)
     verb = "would upload" if result.dry_run else "uploaded"
     print(f"{verb} to {result.repo_id}: {', '.join(result.files)}")
@@ -62,8 +68,6 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    from .hub import pull
-
     for name, path in pull(args.tags, cache_dir=args.cache_dir, force=args.force).items():
         print(f"{name}: verified {path}")
     return 0
@@ -105,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_pull)
 
     for module in _TRAINING_COMMANDS:
-        importlib.import_module(f"timm_uscl.training.{module}").register(sub)
+        importlib.import_module(f"timm_uscl.training.cli.{module}").register(sub)
     return parser
 
 
@@ -117,12 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"timm-uscl {args.command}: error: {err}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as err:  # a trainer command without the `train` extra
-        print(f"timm-uscl {args.command}: error: needs the {err.name!r} package; install the trainer's extra: "
-              f"pip install 'timm-uscl[train]'", file=sys.stderr)
+        print(
+            f"timm-uscl {args.command}: error: needs the {err.name!r} package; install the trainer's extra: "
+            f"pip install 'timm-uscl[train]'",
+            file=sys.stderr,
+        )
         return 1
     except OSError as err:  # files and network (Hub HTTP errors are OSErrors too): one line, no traceback
-        print(f"timm-uscl {args.command}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-              file=sys.stderr)
+        print(
+            f"timm-uscl {args.command}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(f"timm-uscl {args.command}: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ keys are ``features.0`` (conv1), ``features.1`` (bn1) and ``features.4..7`` (lay
 (the reference evaluation code maps them by position, which breaks silently when a key is added) and
 loaded strictly. Pickles are read only with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,14 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+from .archs import stock_architecture
 from .errors import CheckpointFormatError
+from .export_folder import export
 from .weights import WeightsEntry, get_weights
 
-__all__ = ["ConversionReport", "load_checkpoint", "to_timm_state_dict", "convert"]
+__all__ = ["ConversionReport", "read_state_dict", "to_timm_state_dict", "convert"]
 
-_BACKBONE_PREFIXES = {"features.0.": "conv1.", "features.1.": "bn1.", "features.4.": "layer1.",
-                      "features.5.": "layer2.", "features.6.": "layer3.", "features.7.": "layer4."}
+_BACKBONE_PREFIXES = {
+    "features.0.": "conv1.",
+    "features.1.": "bn1.",
+    "features.4.": "layer1.",
+    "features.5.": "layer2.",
+    "features.6.": "layer3.",
+    "features.7.": "layer4.",
+}
 _HEAD_PREFIXES = ("l1.", "l2.", "fc.", "fc1.", "fc2.", "linear.")
 _TIMM_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 _WRAPPERS = ("state_dict", "model", "weight")
@@ -39,19 +50,22 @@ class ConversionReport:
 
     def summary(self) -> str:
         casts = f", cast {'/'.join(sorted(set(self.cast_from)))} to float32" if self.cast_from else ""
-        return (f"{self.source_format} checkpoint: {self.backbone_keys} backbone tensors kept, "
-                f"{len(self.dropped)} head tensors dropped ({', '.join(self.dropped) or 'none'}){casts}")
+        return (
+            f"{self.source_format} checkpoint: {self.backbone_keys} backbone tensors kept, "
+            f"{len(self.dropped)} head tensors dropped ({', '.join(self.dropped) or 'none'}){casts}"
+        )
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``.pth``/``.pt`` pickle (weights_only) or a ``.safetensors`` file into a flat state dict."""
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a weights file into a flat state dict: a ``.safetensors`` file, or a ``.pth``/``.pt`` pickle
+    (``weights_only``) possibly wrapped in ``state_dict``/``model``/``weight`` (the authors' files).
+
+    Not for trainer checkpoints (optimizer and RNG state): those are :func:`timm_uscl.training.checkpoint.
+    load_training_state`'s."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointFormatError(f"{path}: no such checkpoint file.")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as err:
@@ -96,7 +110,7 @@ def to_timm_state_dict(
         prefix = next((p for p in _BACKBONE_PREFIXES if key.startswith(p)), None)
         if prefix is not None:
             fmt = "meta-uscl"
-            backbone[_BACKBONE_PREFIXES[prefix] + key[len(prefix):]] = tensor
+            backbone[_BACKBONE_PREFIXES[prefix] + key[len(prefix) :]] = tensor
         elif key.startswith(_HEAD_PREFIXES):
             head[key] = tensor
         elif key.startswith(_TIMM_PREFIXES):
@@ -136,8 +150,6 @@ def convert(
     ``weights`` names the weights-table row whose metadata (mean/std, input size, licence) the export
     carries; by default it is inferred from ``resnet18_64.pth``/``resnet18_224.pth`` file names.
     """
-    from .hub import export
-
     path = Path(checkpoint)
     name = weights if weights is not None else _default_tag(path, arch)
     if not name:
@@ -145,13 +157,11 @@ def convert(
             f"{path}: cannot tell which pretrained tag this is; pass one of `timm-uscl list` with --tag."
         )
     entry = get_weights(name) if isinstance(name, str) else name
-    from .uscl import stock_architecture
-
     if stock_architecture(entry.arch) != arch:
         raise CheckpointFormatError(
             f"{path}: --arch {arch} does not match the tag {entry.name} (a {stock_architecture(entry.arch)})."
         )
-    backbone, head, report = to_timm_state_dict(load_checkpoint(path), label=str(path))
+    backbone, head, report = to_timm_state_dict(read_state_dict(path), label=str(path))
     extra = {"projection_head.safetensors": head} if keep_head and head else None
     try:
         export(backbone, out_dir, entry, extra_files=extra)

@@ -1,4 +1,5 @@
 """Exception types. Every message names the file or tag at fault and says how to fix it."""
+
 from __future__ import annotations
 
 __all__ = [

@@ -5,9 +5,11 @@ The timm registry (:mod:`timm_uscl.uscl`), the model cards (:mod:`timm_uscl.card
 (``timm-uscl push``), then copy the printed revision and sha256 into its row and set
 ``published=True``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatch
 from typing import Literal
 
 from .errors import UnknownWeightsError
@@ -94,11 +96,15 @@ _COVID_BLUES_LICENSE = (
 )
 _US4 = "US-4 (Butterfly, CLUST, Liver Fibrosis, COVID19-LUSMS; 1051 videos) - the authors' private corpus"
 _US4_LICENSE = "not released (only Butterfly is public); weights are MIT per the authors' repository"
-_OWN = "Produce them with `timm-uscl pretrain` (see README: reproduction) and load the export with " \
-       "timm.create_model('local-dir:EXPORT'), or push them with `timm-uscl push`."
-_CONVERT = "No public copy is hosted (the authors' Google Drive link is dead). If you have the file, convert it: " \
-           "`timm-uscl convert {file} --arch resnet18 --out EXPORT`, then " \
-           "timm.create_model('local-dir:EXPORT', pretrained=True)."
+_OWN = (
+    "Produce them with `timm-uscl pretrain` (see README: reproduction) and load the export with "
+    "timm.create_model('local-dir:EXPORT'), or push them with `timm-uscl push`."
+)
+_CONVERT = (
+    "No public copy is hosted (the authors' Google Drive link is dead). If you have the file, convert it: "
+    "`timm-uscl convert {file} --arch resnet18 --out EXPORT`, then "
+    "timm.create_model('local-dir:EXPORT', pretrained=True)."
+)
 
 
 _CPU_BUDGET = "measured: scripts/reproduce.sh at the CPU budget (20 pretraining epochs), benchmarks/RESULTS.md"
@@ -110,23 +116,51 @@ _EVAL = ", 5 folds, 64px, 5 epochs, epoch by final"
 def _cpu_results(pocus_ft, pocus_linear, busi_ft, busi_linear, busi_dice) -> tuple[EvalResult, ...]:
     """(mean, std) over folds of the reproduction at the CPU budget (video-level accuracy for POCUS)."""
     rows = (
-        ("POCUS convex 3-class, 112 videos, 5 patient-grouped folds", "pocus", "accuracy", pocus_ft,
-         "fine-tune last block"),
-        ("POCUS convex 3-class, 112 videos, 5 patient-grouped folds", "pocus", "accuracy", pocus_linear,
-         "linear probe"),
-        ("BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster", "busi", "accuracy", busi_ft,
-         "fine-tune all"),
-        ("BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster", "busi", "accuracy", busi_linear,
-         "linear probe"),
-        ("BUSI lesion segmentation (U-Net), 780 images, 5 grouped folds", "busi_seg", "dice", busi_dice,
-         "U-Net fine-tune"),
+        (
+            "POCUS convex 3-class, 112 videos, 5 patient-grouped folds",
+            "pocus",
+            "accuracy",
+            pocus_ft,
+            "fine-tune last block",
+        ),
+        (
+            "POCUS convex 3-class, 112 videos, 5 patient-grouped folds",
+            "pocus",
+            "accuracy",
+            pocus_linear,
+            "linear probe",
+        ),
+        (
+            "BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster",
+            "busi",
+            "accuracy",
+            busi_ft,
+            "fine-tune all",
+        ),
+        (
+            "BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster",
+            "busi",
+            "accuracy",
+            busi_linear,
+            "linear probe",
+        ),
+        (
+            "BUSI lesion segmentation (U-Net), 780 images, 5 grouped folds",
+            "busi_seg",
+            "dice",
+            busi_dice,
+            "U-Net fine-tune",
+        ),
     )
-    return tuple(EvalResult(task, data, metric, mean, std, protocol + _EVAL, _CPU_BUDGET)
-                 for task, data, metric, (mean, std), protocol in rows)
+    return tuple(
+        EvalResult(task, data, metric, mean, std, protocol + _EVAL, _CPU_BUDGET)
+        for task, data, metric, (mean, std), protocol in rows
+    )
 
 
-def _own(arch: str, method: str, size: int, recipe: str, mean, std,
-         results: tuple[EvalResult, ...] = ()) -> WeightsEntry:
+def _own(
+    arch: str, method: str, size: int, recipe: str, mean, std, results: tuple[EvalResult, ...] = ()
+) -> WeightsEntry:
     return WeightsEntry(
         arch=arch,
         tag=f"{method}_covidblues_{size}",
@@ -154,7 +188,9 @@ _USCL_RECIPE = (
     "USCL: 3 frames augmented then mixed with one lambda ~ Beta(0.5,0.5); Adam 3e-4 wd 1e-4; NT-Xent tau 0.5; "
     "timm-uscl trainer"
 )
-_SIMCLR_RECIPE = "SimCLR: one frame augmented twice; SGD as Meta-USCL without CMW-Net; NT-Xent tau 0.5; timm-uscl trainer"
+_SIMCLR_RECIPE = (
+    "SimCLR: one frame augmented twice; SGD as Meta-USCL without CMW-Net; NT-Xent tau 0.5; timm-uscl trainer"
+)
 
 
 def _authors(size: int) -> WeightsEntry:
@@ -165,7 +201,7 @@ def _authors(size: int) -> WeightsEntry:
         input_size=(3, size, size),
         mean=METAUSCL_MEAN,
         std=METAUSCL_STD,
-        recipe="Meta-USCL, original authors' code and checkpoint (resnet18_%d.pth), 300 epochs" % size,
+        recipe=f"Meta-USCL, original authors' code and checkpoint (resnet18_{size}.pth), 300 epochs",
         pretrain_data=_US4,
         pretrain_data_license=_US4_LICENSE,
         origin="converted",
@@ -194,7 +230,9 @@ _USCL_AUTHORS = WeightsEntry(
     pretrain_data=_US4,
     pretrain_data_license=_US4_LICENSE,
     origin="converted",
-    how_to_obtain=_CONVERT.format(file="best_model.pth").replace("--arch resnet18", "--arch resnet18 --tag resnet18_uscl.uscl_us4_224"),
+    how_to_obtain=_CONVERT.format(file="best_model.pth").replace(
+        "--arch resnet18", "--arch resnet18 --tag resnet18_uscl.uscl_us4_224"
+    ),
     paper_ids=(USCL_PAPER,),
     results=(
         EvalResult(
@@ -213,12 +251,39 @@ _ROWS: tuple[WeightsEntry, ...] = (
     _authors(224),
     _authors(64),
     _USCL_AUTHORS,
-    _own("resnet18_uscl", "metauscl", 64, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD,
-         _cpu_results((0.57154, 0.09656), (0.66838, 0.19018), (0.64615, 0.02373), (0.59231, 0.02424), (0.43907, 0.04547))),
-    _own("resnet18_uscl", "uscl", 64, _USCL_RECIPE, USCL_MEAN, USCL_STD,
-         _cpu_results((0.60751, 0.06210), (0.73162, 0.11691), (0.65128, 0.00731), (0.51410, 0.01891), (0.48721, 0.04778))),
-    _own("resnet18_uscl", "simclr", 64, _SIMCLR_RECIPE, METAUSCL_MEAN, METAUSCL_STD,
-         _cpu_results((0.54466, 0.05622), (0.71462, 0.12664), (0.66154, 0.01944), (0.58333, 0.05068), (0.44460, 0.03813))),
+    _own(
+        "resnet18_uscl",
+        "metauscl",
+        64,
+        _METAUSCL_RECIPE,
+        METAUSCL_MEAN,
+        METAUSCL_STD,
+        _cpu_results(
+            (0.57154, 0.09656), (0.66838, 0.19018), (0.64615, 0.02373), (0.59231, 0.02424), (0.43907, 0.04547)
+        ),
+    ),
+    _own(
+        "resnet18_uscl",
+        "uscl",
+        64,
+        _USCL_RECIPE,
+        USCL_MEAN,
+        USCL_STD,
+        _cpu_results(
+            (0.60751, 0.06210), (0.73162, 0.11691), (0.65128, 0.00731), (0.51410, 0.01891), (0.48721, 0.04778)
+        ),
+    ),
+    _own(
+        "resnet18_uscl",
+        "simclr",
+        64,
+        _SIMCLR_RECIPE,
+        METAUSCL_MEAN,
+        METAUSCL_STD,
+        _cpu_results(
+            (0.54466, 0.05622), (0.71462, 0.12664), (0.66154, 0.01944), (0.58333, 0.05068), (0.44460, 0.03813)
+        ),
+    ),
     _own("resnet50_uscl", "metauscl", 224, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
 )
 
@@ -238,8 +303,6 @@ def get_weights(name: str) -> WeightsEntry:
 
 def list_weights(pattern: str = "*") -> list[WeightsEntry]:
     """Rows whose ``<arch>.<tag>`` matches an fnmatch pattern, in table order."""
-    from fnmatch import fnmatch
-
     return [row for row in WEIGHTS.values() if fnmatch(row.name, pattern)]
 
 

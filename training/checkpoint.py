@@ -4,6 +4,7 @@ A checkpoint is written to a temporary file in the same folder, fsynced, then re
 one (rename is atomic on POSIX), and the folder is fsynced so the rename itself survives a crash.
 Everything is stored as tensors and plain Python values, so it loads with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ import torch
 
 from timm_uscl.errors import CheckpointFormatError
 
-__all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+__all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_training_state", "capture_rng_state", "restore_rng_state"]
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -43,7 +44,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A trainer checkpoint (model, optimizers, scheduler, RNG and data states), read with ``weights_only=True``.
+
+    Not for weights files: those are :func:`timm_uscl.convert.read_state_dict`'s."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -56,11 +60,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) generator states, as tensors and plain values."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    assert not isinstance(keys, str)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

@@ -1,12 +1,17 @@
 """Training configuration: presets (``configs/<name>.yaml``), a config file, then ``key=value`` overrides.
 
-The resolved config is saved as ``config.yaml`` in every run folder, so a run can be repeated exactly.
+A :class:`TrainConfig` holds the run's knobs and a :class:`~.data.DataConfig` (``config.data``) with the data
+pipeline's. Presets, config files and ``--set`` use flat keys (``image_size: 64``) or a nested ``data:`` mapping;
+flat data keys are routed to ``config.data`` and are also readable as ``config.image_size``. Every default is
+stated once, in these two dataclasses; a preset lists only what its recipe changes. The resolved config is saved
+as ``config.yaml`` in every run folder, so a run can be repeated exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from types import UnionType
@@ -14,31 +19,37 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from timm_uscl.errors import USCLError
+from .data.config import DataConfig
+from .errors import ConfigError
 
-from .data import DataConfig
-
-__all__ = ["TrainConfig", "ConfigError", "PRESETS", "load_config", "save_config", "parse_overrides"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "PRESETS",
+    "DATA_KEYS",
+    "load_config",
+    "save_config",
+    "parse_overrides",
+    "data_config",
+    "flat_config",
+]
 
 PRESETS = ("meta_uscl", "uscl", "simclr")
+DATA_KEYS = frozenset(f.name for f in fields(DataConfig))
+# decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which is
+# never shared): without it every pair decodes most of a single-GOP clip (benchmarks/RESULTS.md)
+FRAME_CACHE = "~/.cache/timm-uscl/frames"
 
 
-class ConfigError(USCLError, ValueError):
-    """An unknown preset or key, or a value of the wrong type."""
+def _trainer_data() -> DataConfig:
+    """The trainer's data defaults: DataConfig's, with the frame cache on."""
+    return DataConfig(cache_dir=FRAME_CACHE)
 
 
 @dataclass
-class TrainConfig(DataConfig):
-    """Every knob of a pretraining run; the defaults are the Meta-USCL paper recipe.
+class TrainConfig:
+    """Every knob of a pretraining run; the defaults are the Meta-USCL paper recipe (``preset: meta_uscl``)."""
 
-    The data fields (source, pair_type, image_size, batch_size, num_workers, meta_fraction, crop_scale, ...,
-    filters, exclude, meta_group_by, cache_dir) are those of :class:`~.data.DataConfig`, documented there.
-    """
-
-    source: str | list[str] = "jannisborn/COVID-BLUES"  # Hub dataset id, local video folder, or parquet glob
-    # decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which
-    # is never shared): without it every pair decodes most of a single-GOP clip (benchmarks/RESULTS.md)
-    cache_dir: str | None = "~/.cache/timm-uscl/frames"
     preset: str = "meta_uscl"
     # model
     arch: str = "resnet18_uscl"
@@ -69,23 +80,40 @@ class TrainConfig(DataConfig):
     log_every: int = 10  # steps between metrics lines; loss values reach the host only here and at checkpoints
     tensorboard: bool = False
     export_tag: str = "resnet18_uscl.metauscl_covidblues_64"  # weights-table row the final export describes
+    # the data pipeline (source, pair_type, image_size, batch_size, ...): see DataConfig
+    data: DataConfig = field(default_factory=_trainer_data)
+
+    def __getattr__(self, name: str) -> Any:
+        """Flat read access to the data settings (``config.image_size`` is ``config.data.image_size``)."""
+        if name in DATA_KEYS and "data" in self.__dict__:
+            return getattr(self.__dict__["data"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def validate(self) -> TrainConfig:
         checks = [
             (self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, not {self.optimizer!r}"),
             (self.schedule in ("metauscl", "uscl", "constant"), "schedule must be metauscl, uscl or constant"),
-            (not (self.meta and self.optimizer != "sgd"),
-             "meta=true needs optimizer=sgd: the lookahead mirrors an SGD step (set meta=false for Adam)"),
-            (self.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)"),
+            (
+                not (self.meta and self.optimizer != "sgd"),
+                "meta=true needs optimizer=sgd: the lookahead mirrors an SGD step (set meta=false for Adam)",
+            ),
+            (self.data.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)"),
             (self.meta_interval >= 1, "meta_interval must be >= 1"),
-            (self.hypergrad in ("auto", "linearised", "jvp", "double_backward"),
-             f"hypergrad must be auto, linearised, jvp or double_backward, not {self.hypergrad!r}"),
+            (
+                self.hypergrad in ("auto", "linearised", "jvp", "double_backward"),
+                f"hypergrad must be auto, linearised, jvp or double_backward, not {self.hypergrad!r}",
+            ),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
-            (not (self.meta and self.meta_fraction <= 0), "meta=true needs meta_fraction > 0 (the held-out meta split)"),
-            (self.export_tag.split(".")[0] == self.arch,
-             f"export_tag {self.export_tag!r} describes another architecture than arch={self.arch!r}; "
-             f"pick a tag of {self.arch} (see `timm-uscl list`)"),
+            (
+                not (self.meta and self.data.meta_fraction <= 0),
+                "meta=true needs meta_fraction > 0 (the held-out meta split)",
+            ),
+            (
+                self.export_tag.split(".")[0] == self.arch,
+                f"export_tag {self.export_tag!r} describes another architecture than arch={self.arch!r}; "
+                f"pick a tag of {self.arch} (see `timm-uscl list`)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -93,7 +121,8 @@ class TrainConfig(DataConfig):
         return self
 
 
-_TYPES = get_type_hints(TrainConfig)
+TRAIN_KEYS = frozenset(f.name for f in fields(TrainConfig)) - {"data"}
+_TYPES = {**get_type_hints(DataConfig), **{k: v for k, v in get_type_hints(TrainConfig).items() if k != "data"}}
 
 
 def _accepts(kind: Any, value: Any) -> bool:
@@ -114,7 +143,7 @@ def _coerce(key: str, value: Any) -> Any:
     if isinstance(value, str) and kind is not str:  # "true", "3e-4", "null", "{probe: convex}" from the CLI
         try:
             parsed = float(value) if kind is float else yaml.safe_load(value)  # YAML reads "1e-3" as a string
-        except ValueError:
+        except (ValueError, yaml.YAMLError):
             parsed = value
         value = parsed if _accepts(kind, parsed) else value
     if not _accepts(kind, value):
@@ -126,12 +155,23 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+def flat_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat keys of a config mapping: a nested ``data:`` mapping (what ``save_config`` writes) merged in."""
+    nested = values.get("data")
+    flat = {k: v for k, v in values.items() if k != "data"}
+    return {**flat, **nested} if isinstance(nested, dict) else flat
+
+
 def _merge(config: TrainConfig, values: dict[str, Any], origin: str) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    values = flat_config(values)
+    unknown = sorted(set(values) - TRAIN_KEYS - DATA_KEYS)
     if unknown:
-        raise ConfigError(f"{origin}: unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
-    return dataclasses.replace(config, **{k: _coerce(k, v) for k, v in values.items()})
+        raise ConfigError(
+            f"{origin}: unknown config keys {unknown}; known keys: {', '.join(sorted(TRAIN_KEYS | DATA_KEYS))}"
+        )
+    typed = {k: _coerce(k, v) for k, v in values.items()}
+    data = dataclasses.replace(config.data, **{k: v for k, v in typed.items() if k in DATA_KEYS})
+    return dataclasses.replace(config, data=data, **{k: v for k, v in typed.items() if k in TRAIN_KEYS})
 
 
 def _read_yaml(path: Any, origin: str) -> dict[str, Any]:
@@ -160,9 +200,16 @@ def load_config(
     return _merge(config, dict(overrides or {}), "override").validate()
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-    Path(path).write_text(yaml.safe_dump(plain, sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False))
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -175,3 +222,8 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
         out[key.strip()] = value
     return out
 
+
+def data_config(config: TrainConfig) -> DataConfig:
+    """The run's data settings, with ``~`` expanded in the frame cache path."""
+    cache = str(Path(config.data.cache_dir).expanduser()) if config.data.cache_dir else None
+    return dataclasses.replace(config.data, cache_dir=cache)

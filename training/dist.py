@@ -7,6 +7,7 @@
   hypergradient is computed by hand outside DDP's reducer).
 - `unwrap`: the local module behind a DDP / compiled wrapper, for `torch.func.functional_call`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -80,7 +81,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+            model = inner
         else:
             return model

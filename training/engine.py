@@ -1,4 +1,8 @@
-"""The pretraining loop: data -> (meta) step -> checkpoints -> metrics -> export.
+"""The pretraining loop: data -> (meta) step -> checkpoints -> metrics -> export, in named phases.
+
+``pretrain`` = :func:`build_run` (devices, model, optimizers, data) -> :func:`resume_run` (``--resume``) ->
+:func:`train_one_epoch` per epoch, each followed by :func:`save_run_checkpoint` -> :func:`finish_run` (export,
+plots, summary). Everything a phase hands to the next lives in one :class:`RunState`.
 
 Runs on one process or under ``torchrun`` (DDP: NCCL on GPUs, gloo on CPUs). Rank 0 writes the run folder:
 
@@ -7,42 +11,54 @@ Runs on one process or under ``torchrun`` (DDP: NCCL on GPUs, gloo on CPUs). Ran
     <out_dir>/metrics.jsonl      one line per logged step
     <out_dir>/summary.json       final figures, including a hash of every rank's weights
     <out_dir>/plots/*.png        loss and lr curves, CMW-Net weight histograms per data source
-    <out_dir>/export/            the Hub-ready backbone (see timm_uscl.hub.export), head and CMW-Net beside it
+    <out_dir>/export/            the Hub-ready backbone (see timm_uscl.export), head and CMW-Net beside it
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as torch_dist
+from torch import nn
 
-from timm_uscl.errors import USCLError
+import timm_uscl  # noqa: F401  (registers the plugin's architectures for ContrastiveModel)
 
 from . import dist
-from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import TrainConfig, save_config
-from .data import DataConfig, PairDataModule
-from .meta import MetaStepConfig, cmw_optimizer, meta_step, plain_step
+from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
+from .config import TrainConfig, data_config, save_config
+from .data import PairBatch, PairDataModule
+from .errors import RunFolderError, TrainingDivergedError
+from .meta import MetaStepConfig, StepOutput, cmw_optimizer, meta_step, plain_step
 from .model import CMWNet, ContrastiveModel
+from .monitor import Metrics, plot_run
+from .optim import build_optimizer, build_scheduler, lr_factor
 from .provenance import environment
+from .run_export import export_run
 
-__all__ = ["TrainingDivergedError", "RunResult", "pretrain", "lr_factor"]
+__all__ = [
+    "TrainingDivergedError",
+    "RunResult",
+    "RunState",
+    "pretrain",
+    "lr_factor",
+    "build_run",
+    "resume_run",
+    "train_one_epoch",
+    "save_run_checkpoint",
+    "finish_run",
+]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(USCLError):
-    """The loss became NaN or infinite; the last good checkpoint is kept untouched."""
 
 
 @dataclass
@@ -55,25 +71,42 @@ class RunResult:
     weights_hash: str
 
 
-def lr_factor(config: TrainConfig, epoch: int) -> float:
-    """The per-epoch lr multiplier of the reference schedules."""
-    warm, total = config.warmup_epochs, config.epochs
-    if config.schedule == "constant":
-        return 1.0
-    if config.schedule == "uscl":  # USCL: constant for `warm` epochs, then cosine over the whole run
-        return 1.0 if epoch < warm else 0.5 * (1 + math.cos(math.pi * (epoch - warm) / max(total, 1)))
-    if epoch < warm:  # Meta-USCL train.py:44-53: 0.1 + 0.9 exp(-5 (1 - e/warm)^2)
-        return 0.1 + 0.9 * math.exp(-5 * (1 - epoch / warm) ** 2)
-    return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / max(total - warm, 1)))
+@dataclass
+class RunState:
+    """A run between its phases: what was built, and how far it got (``epoch``, ``step``)."""
+
+    config: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    out_dir: Path
+    core: ContrastiveModel  # the model that owns the weights
+    model: nn.Module  # what the step calls: ``core``, or its DDP / compiled wrapper
+    cmw: CMWNet | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    cmw_opt: torch.optim.Optimizer | None
+    step_cfg: MetaStepConfig
+    data: PairDataModule
+    epoch: int = 0
+    step: int = 0
+    loss_value: float = float("nan")  # the last loss read on the host (at a log point)
+    nonfinite: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.bool))
+    meta_batches: Iterator[PairBatch] | None = None
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+
+# ---------------------------------------------------------------------------------------------------- build
 
 
 def _device(config: TrainConfig) -> torch.device:
-    if config.device == "auto":
-        if torch.cuda.is_available():
+    if config.device in ("auto", "cuda"):
+        if config.device == "cuda" or torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    if config.device == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(config.device)
 
 
@@ -84,117 +117,118 @@ def _init_distributed(device: torch.device) -> None:
             torch.cuda.set_device(device)
 
 
-def data_config(config: TrainConfig) -> DataConfig:
-    """The data part of a training config (TrainConfig extends DataConfig), with ~ expanded in the cache path."""
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(DataConfig)}
-    values["cache_dir"] = str(Path(config.cache_dir).expanduser()) if config.cache_dir else None
-    return DataConfig(**values)
+def _wrap(core: ContrastiveModel, config: TrainConfig, device: torch.device, world: int) -> nn.Module:
+    """DDP across ranks; ``torch.compile`` for plain runs (never through the meta step's double backward)."""
+    model: nn.Module = core
+    if world > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    if config.compile and not config.meta:
+        model = torch.compile(model)  # type: ignore[assignment]  # an nn.Module wrapper in practice
+    return model
 
 
-def _weights_hash(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def build_run(config: TrainConfig) -> RunState:
+    """Phase 1: devices and ranks, the run folder and its config, model, CMW-Net, optimizers, data."""
+    device = _device(config)
+    _init_distributed(device)
+    rank, world = dist.rank(), dist.world_size()
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        save_config(config, out_dir / "config.yaml")
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    core = ContrastiveModel(config.arch, feat_dim=config.proj_dim).to(device)
+    if config.channels_last:
+        core = core.to(memory_format=torch.channels_last)
+    cmw = CMWNet(2 * core.num_features).to(device) if config.meta else None
+    optimizer = build_optimizer(config, core)
+    step_cfg = MetaStepConfig(
+        temperature=config.temperature, interval=config.meta_interval, hypergrad=config.hypergrad, autocast=config.bf16
+    )
+    return RunState(
+        config=config,
+        device=device,
+        rank=rank,
+        world=world,
+        out_dir=out_dir,
+        core=core,
+        model=_wrap(core, config, device, world),
+        cmw=cmw,
+        optimizer=optimizer,
+        scheduler=build_scheduler(config, optimizer),
+        cmw_opt=cmw_optimizer(cmw, config.cmw_lr) if cmw is not None else None,
+        step_cfg=step_cfg,
+        data=PairDataModule(data_config(config), rank=rank, world_size=world),
+        nonfinite=torch.zeros((), dtype=torch.bool, device=device),
+    )
 
 
-class _Metrics:
-    """JSONL metrics on rank 0, optional TensorBoard, and CMW weights per source for the histograms."""
-
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool) -> None:
-        self.enabled = enabled
-        self.path = out_dir / "metrics.jsonl"
-        self.weights: dict[str, list[float]] = defaultdict(list)
-        self.writer = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise USCLError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
-
-            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
-
-    def log(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    self.writer.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+# ---------------------------------------------------------------------------------------------------- resume
 
 
-def _plot(out_dir: Path, weights: dict[str, list[float]]) -> None:
-    """Loss and lr curves from metrics.jsonl, and a histogram of CMW weights per data source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
-    plots = out_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    steps = [r["step"] for r in records]
-    for key in ("loss", "lr"):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, [r[key] for r in records])
-        if key == "loss" and any("meta_loss" in r for r in records):
-            meta = [(r["step"], r["meta_loss"]) for r in records if "meta_loss" in r]
-            ax.plot(*zip(*meta), label="meta loss", alpha=0.7)
-            ax.legend()
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        fig.tight_layout()
-        fig.savefig(plots / f"{key}.png", dpi=100)
-        plt.close(fig)
-    if weights:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for source, values in sorted(weights.items()):
-            ax.hist(values, bins=30, alpha=0.6, label=f"{source} (n={len(values)})")
-        ax.set_xlabel("CMW-Net weight (raw sigmoid)")
-        ax.set_ylabel("pairs")
-        ax.set_title("CMW-Net weights, last epoch")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "cmw_weights.png", dpi=100)
-        plt.close(fig)
-
-
-def _is_table_data(source: str, datasets: tuple[str, ...]) -> bool:
-    """A Hub id listed for the tag, or a local copy of it (a folder named like the dataset)."""
-    def norm(name: str) -> str:
-        return name.rsplit("/", 1)[-1].lower().replace("-", "_")
-
-    return source in datasets or norm(str(Path(source))) in {norm(d) for d in datasets}
-
-
-def _export(config: TrainConfig, model: ContrastiveModel, cmw: CMWNet | None, out_dir: Path) -> Path:
-    from timm_uscl import export, get_weights
-
-    entry = get_weights(config.export_tag)
-    size = (3, config.image_size, config.image_size)
-    stats = ((config.mean,) * 3, (config.std,) * 3)
-    if entry.input_size != size or (entry.mean, entry.std) != stats:
-        log.warning("run differs from %s (input %s, mean/std %s): the export records the run's values",
-                    entry.name, size, stats)
-        entry = dataclasses.replace(entry, input_size=size, mean=stats[0], std=stats[1])
-    sources = [config.source] if isinstance(config.source, str) else list(config.source)
-    if not all(_is_table_data(s, entry.datasets) for s in sources):  # never claim data the run did not see
-        log.warning("run data %s is not %s's: the export names the run's data instead", sources, entry.name)
-        entry = dataclasses.replace(
-            entry, pretrain_data=", ".join(sources), datasets=(),
-            pretrain_data_license="that of the data named above (not checked by the trainer): check it before sharing",
+def resume_run(run: RunState) -> None:
+    """Phase 2 (``--resume``): weights, optimizers, scheduler, data position and RNG states from ``last.pt``."""
+    if not run.ckpt_path.exists():
+        if run.rank == 0:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", run.out_dir)
+        return
+    state = load_training_state(run.ckpt_path)
+    if len(state["data"]) != run.world:
+        raise RunFolderError(
+            f"{run.ckpt_path} was written by {len(state['data'])} process(es), this run has {run.world}: "
+            f"resume with the same --nproc-per-node, or start a new --out folder"
         )
-    extra = {"projection_head.safetensors": model.head.state_dict()}
-    if cmw is not None:
-        extra["cmw_net.safetensors"] = cmw.state_dict()
-    return export(model.backbone, out_dir / "export", entry, extra_files=extra)
+    run.core.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.cmw is not None and run.cmw_opt is not None:
+        run.cmw.load_state_dict(state["cmw"])
+        run.cmw_opt.load_state_dict(state["cmw_optimizer"])
+    run.data.load_state_dict(state["data"][run.rank])
+    restore_rng_state(state["rng"][run.rank])
+    run.epoch, run.step = state["epoch"], state["step"]
+    if run.rank == 0:
+        log.info("resumed from %s at epoch %d, step %d", run.ckpt_path, run.epoch, run.step)
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoint
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world
+    torch_dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def save_run_checkpoint(run: RunState, epoch: int) -> None:
+    """Every rank's data position and RNG state, and rank 0's weights and optimizers, into ``last.pt`` (atomic)."""
+    data_states = _gather(run.data.state_dict(), run.world)
+    rng_states = _gather(capture_rng_state(), run.world)
+    if run.rank != 0:
+        return
+    save_checkpoint(
+        run.ckpt_path,
+        {
+            "model": run.core.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "cmw": run.cmw.state_dict() if run.cmw is not None else None,
+            "cmw_optimizer": run.cmw_opt.state_dict() if run.cmw_opt is not None else None,
+            "data": data_states,
+            "rng": rng_states,
+            "epoch": epoch,
+            "step": run.step,
+            "config": dataclasses.asdict(run.config),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- one epoch
 
 
 def _any_rank(flag: torch.Tensor, world: int) -> bool:
@@ -205,7 +239,7 @@ def _any_rank(flag: torch.Tensor, world: int) -> bool:
     return bool(flag)
 
 
-def _next_on_every_rank(batches, device: torch.device, world: int):
+def _next_on_every_rank(batches: Iterator[PairBatch], device: torch.device, world: int) -> PairBatch | None:
     """The next batch, or None once ANY rank has run out: DDP ranks must take the same number of steps
     (files are sharded, so ranks can hold a different number of videos)."""
     batch = next(batches, None)
@@ -217,182 +251,177 @@ def _next_on_every_rank(batches, device: torch.device, world: int):
     return batch
 
 
-def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
-    """Run (or resume) a pretraining job as configured; returns where everything was written."""
-    device = _device(config)
-    _init_distributed(device)
-    rank, world = dist.rank(), dist.world_size()
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        save_config(config, out_dir / "config.yaml")
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    import timm_uscl  # noqa: F401  (registers the plugin's architectures)
-
-    core = ContrastiveModel(config.arch, feat_dim=config.proj_dim).to(device)
+def _step(run: RunState, batch: PairBatch) -> StepOutput:
+    """One training iteration on ``batch``: views on the device, then the meta step or the plain step."""
+    config, device = run.config, run.device
+    x1, x2 = run.data.gpu_views(batch, device)
     if config.channels_last:
-        core = core.to(memory_format=torch.channels_last)
-    cmw = CMWNet(2 * core.num_features).to(device) if config.meta else None
-    model: torch.nn.Module = core
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile and not config.meta:  # never compile through the double backward
-        model = torch.compile(model)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(core.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
-    cmw_opt = cmw_optimizer(cmw, config.cmw_lr) if cmw is not None else None
-    step_cfg = MetaStepConfig(
-        temperature=config.temperature, interval=config.meta_interval, hypergrad=config.hypergrad, autocast=config.bf16
-    )
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    if run.cmw is None or run.cmw_opt is None:
+        return plain_step(run.model, run.optimizer, x1, x2, temperature=config.temperature, autocast=config.bf16)
+    m1 = m2 = None
+    if run.step_cfg.due(run.step):
+        if run.meta_batches is None:
+            run.meta_batches = run.data.meta_iterator()
+        m1, m2 = run.data.gpu_views(next(run.meta_batches), device)
+    return meta_step(run.model, run.cmw, run.optimizer, run.cmw_opt, x1, x2, m1, m2, step=run.step, config=run.step_cfg)
 
-    data = PairDataModule(data_config(config), rank=rank, world_size=world)
-    start_epoch, step = 0, 0
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        if len(state["data"]) != world:
-            raise USCLError(f"{ckpt_path} was written by {len(state['data'])} process(es), this run has {world}: "
-                            f"resume with the same --nproc-per-node, or start a new --out folder")
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if cmw is not None:
-            cmw.load_state_dict(state["cmw"])
-            cmw_opt.load_state_dict(state["cmw_optimizer"])
-        data.load_state_dict(state["data"][rank])
-        restore_rng_state(state["rng"][rank])
-        start_epoch, step = state["epoch"], state["step"]
-        if rank == 0:
-            log.info("resumed from %s at epoch %d, step %d", ckpt_path, start_epoch, step)
-    elif resume and rank == 0:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
 
-    def checkpoint(epoch: int) -> None:
-        data_states = [data.state_dict()]
-        rng_states = [capture_rng_state()]
-        if world > 1:
-            gathered_data, gathered_rng = [None] * world, [None] * world
-            torch_dist.all_gather_object(gathered_data, data_states[0])
-            torch_dist.all_gather_object(gathered_rng, rng_states[0])
-            data_states, rng_states = gathered_data, gathered_rng
-        if rank == 0:
-            save_checkpoint(ckpt_path, {
-                "model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "cmw": cmw.state_dict() if cmw is not None else None,
-                "cmw_optimizer": cmw_opt.state_dict() if cmw_opt is not None else None,
-                "data": data_states, "rng": rng_states, "epoch": epoch, "step": step,
-                "config": dataclasses.asdict(config),
-            })
+@dataclass
+class _EpochClock:
+    """Throughput and data-wait bookkeeping of one epoch, and the pair weights not yet copied to the host."""
 
-    metrics = _Metrics(out_dir, rank == 0, config.tensorboard)
-    meta_batches = data.meta_iterator() if cmw is not None else None
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    loss_value = float("nan")
+    start: float = field(default_factory=time.perf_counter)
+    tick: float = 0.0
+    wait: float = 0.0
+    pairs: int = 0
+    pending_weights: list[tuple[list[str], torch.Tensor]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tick = self.start
+
+
+def _log_point(run: RunState, out: StepOutput, epoch: int, clock: _EpochClock, metrics: Metrics, bar: Any) -> None:
+    """At a log or checkpoint point (the only host syncs): stop on a non-finite loss, else log a metrics line."""
+    if _any_rank(run.nonfinite, run.world):
+        last = run.ckpt_path if run.ckpt_path.exists() else "(none yet)"
+        raise TrainingDivergedError(
+            f"loss became {out.loss.item()} by epoch {epoch + 1}, step {run.step}; nothing was saved after "
+            f"the last good checkpoint {last}. Lower lr or turn off bf16, then resume with --resume."
+        )
+    run.loss_value = out.loss.item()
+    for sources, weights in clock.pending_weights:  # device -> host once per log point
+        for source, w in zip(sources, weights.float().cpu().tolist()):
+            metrics.weights[source].append(w)
+    clock.pending_weights.clear()
+    elapsed = max(time.perf_counter() - clock.start, 1e-9)
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "step": run.step,
+        "loss": run.loss_value,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "pairs_per_s": clock.pairs / elapsed,
+        "data_wait": clock.wait / elapsed,
+    }
+    if run.device.type == "cuda":  # the allocator's counter: read on the host, no device sync
+        record["gpu_peak_mib"] = torch.cuda.max_memory_allocated(run.device) / 2**20
+    if out.meta_loss is not None:
+        record["meta_loss"] = out.meta_loss.item()
+    if out.weights is not None:
+        record["weight_mean"] = out.weights.float().mean().item()
+    metrics.log(record)
+    if bar is not None:
+        bar.set_postfix(
+            loss=f"{run.loss_value:.3f}",
+            lr=f"{record['lr']:.3g}",
+            pairs_s=f"{record['pairs_per_s']:.1f}",
+            wait=f"{100 * record['data_wait']:.0f}%",
+        )
+
+
+def _progress_bar(run: RunState, epoch: int, progress: bool) -> Any:
+    if not progress or run.rank != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    videos = run.data.num_videos
+    total = videos // (run.config.batch_size * run.world) if videos else None
+    return tqdm(desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="step", dynamic_ncols=True, total=total)
+
+
+def train_one_epoch(run: RunState, epoch: int, metrics: Metrics, progress: bool = True) -> bool:
+    """Phase 3, once per epoch: every batch of this rank's videos; True when ``max_steps`` ended the run."""
+    config = run.config
+    metrics.weights.clear()
+    bar = _progress_bar(run, epoch, progress)
+    clock = _EpochClock()
+    batches = iter(run.data.train_loader(epoch))
     done = False
-    for epoch in range(start_epoch, config.epochs):
-        metrics.weights.clear()
-        pending_weights: list[tuple[list[str], torch.Tensor]] = []
-        bar = None
-        if progress and rank == 0:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True,
-                       total=(data.num_videos // (config.batch_size * world)) if data.num_videos else None)
-        wait = 0.0
-        pairs = 0
-        epoch_start = tick = time.perf_counter()
-        batches = iter(data.train_loader(epoch))
-        while (batch := _next_on_every_rank(batches, device, world)) is not None:
-            got = time.perf_counter()
-            wait += got - tick
-            x1, x2 = data.gpu_views(batch, device)
-            if config.channels_last:
-                x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
-            if cmw is not None:
-                m1 = m2 = None
-                if step_cfg.due(step):
-                    m1, m2 = data.gpu_views(next(meta_batches), device)
-                out = meta_step(model, cmw, optimizer, cmw_opt, x1, x2, m1, m2, step=step, config=step_cfg)
-            else:
-                out = plain_step(model, optimizer, x1, x2, temperature=config.temperature, autocast=config.bf16)
-            nonfinite |= ~torch.isfinite(out.loss)
-            step += 1
-            pairs += len(batch) * world
-            if out.weights is not None:
-                pending_weights.append((batch.sources, out.weights))
-            at_checkpoint = step % config.checkpoint_every == 0
-            if step % config.log_every == 0 or at_checkpoint:
-                if _any_rank(nonfinite, world):  # the only host syncs: at log and checkpoint points
-                    raise TrainingDivergedError(
-                        f"loss became {out.loss.item()} by epoch {epoch + 1}, step {step}; nothing was saved after "
-                        f"the last good checkpoint {ckpt_path if ckpt_path.exists() else '(none yet)'}. "
-                        f"Lower lr or turn off bf16, then resume with --resume."
-                    )
-                loss_value = out.loss.item()
-                for sources, weights in pending_weights:  # device -> host once per log point
-                    for source, w in zip(sources, weights.float().cpu().tolist()):
-                        metrics.weights[source].append(w)
-                pending_weights.clear()
-                elapsed = time.perf_counter() - epoch_start
-                record = {"epoch": epoch + 1, "step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
-                          "pairs_per_s": pairs / max(elapsed, 1e-9), "data_wait": wait / max(elapsed, 1e-9)}
-                if device.type == "cuda":  # the allocator's counter: read on the host, no device sync
-                    record["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-                if out.meta_loss is not None:
-                    record["meta_loss"] = out.meta_loss.item()
-                if out.weights is not None:
-                    record["weight_mean"] = out.weights.float().mean().item()
-                metrics.log(record)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{record['lr']:.3g}",
-                                    pairs_s=f"{record['pairs_per_s']:.1f}",
-                                    wait=f"{100 * record['data_wait']:.0f}%")
-            if bar is not None:
-                bar.update(1)
-            if at_checkpoint:
-                checkpoint(epoch)
-            if config.max_steps and step >= config.max_steps:
-                done = True
-                break
-            tick = time.perf_counter()
+    while (batch := _next_on_every_rank(batches, run.device, run.world)) is not None:
+        clock.wait += time.perf_counter() - clock.tick
+        out = _step(run, batch)
+        run.nonfinite |= ~torch.isfinite(out.loss)
+        run.step += 1
+        clock.pairs += len(batch) * run.world
+        if out.weights is not None:
+            clock.pending_weights.append((batch.sources, out.weights))
+        at_checkpoint = run.step % config.checkpoint_every == 0
+        if run.step % config.log_every == 0 or at_checkpoint:
+            _log_point(run, out, epoch, clock, metrics, bar)
         if bar is not None:
-            bar.close()
-        if _any_rank(nonfinite, world):
-            raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}; last good checkpoint kept at "
-                                        f"{ckpt_path}. Lower lr or turn off bf16, then resume with --resume.")
-        if done:
-            checkpoint(epoch)
+            bar.update(1)
+        if at_checkpoint:
+            save_run_checkpoint(run, epoch)
+        if config.max_steps and run.step >= config.max_steps:
+            done = True
             break
-        scheduler.step()
-        checkpoint(epoch + 1)
-    metrics.close()
+        clock.tick = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    if _any_rank(run.nonfinite, run.world):
+        raise TrainingDivergedError(
+            f"loss became non-finite in epoch {epoch + 1}; last good checkpoint kept at "
+            f"{run.ckpt_path}. Lower lr or turn off bf16, then resume with --resume."
+        )
+    return done
 
-    if world > 1:  # BN running statistics are per rank after the last forward; DDP's model keeps rank 0's
-        for buffer in core.buffers():
+
+# ---------------------------------------------------------------------------------------------------- finish
+
+
+def _weights_hash(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def finish_run(run: RunState, metrics: Metrics) -> RunResult:
+    """Phase 4: rank 0's BN statistics on every rank, the export, plots and ``summary.json``."""
+    if run.world > 1:  # BN running statistics are per rank after the last forward; DDP's model keeps rank 0's
+        for buffer in run.core.buffers():
             torch_dist.broadcast(buffer, src=0)
-    digest = _weights_hash(torch.nn.ModuleDict({"model": core, **({"cmw": cmw} if cmw is not None else {})}))
-    hashes = [digest]
-    if world > 1:
-        hashes = [None] * world
-        torch_dist.all_gather_object(hashes, digest)
+    modules = {"model": run.core, **({"cmw": run.cmw} if run.cmw is not None else {})}
+    digest = _weights_hash(nn.ModuleDict(modules))
+    hashes = _gather(digest, run.world)
     export_dir = None
-    if rank == 0:
-        export_dir = _export(config, core, cmw, out_dir)
-        if (out_dir / "metrics.jsonl").exists():
-            _plot(out_dir, dict(metrics.weights))
-        summary = {"epochs": config.epochs, "steps": step, "final_loss": loss_value, "rank_weight_hashes": hashes,
-                   "decoded": data.stats.decoded, "skipped": data.stats.skipped, "export": str(export_dir),
-                   "world_size": world, "environment": environment(device)}
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if world > 1:
+    if run.rank == 0:
+        export_dir = export_run(run.config, run.core, run.cmw, run.out_dir)
+        if (run.out_dir / "metrics.jsonl").exists():
+            plot_run(run.out_dir, dict(metrics.weights))
+        summary = {
+            "epochs": run.config.epochs,
+            "steps": run.step,
+            "final_loss": run.loss_value,
+            "rank_weight_hashes": hashes,
+            "decoded": run.data.stats.decoded,
+            "skipped": run.data.stats.skipped,
+            "export": str(export_dir),
+            "world_size": run.world,
+            "environment": environment(run.device),
+        }
+        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if run.world > 1:
         torch_dist.barrier()
         torch_dist.destroy_process_group()
-    return RunResult(out_dir, export_dir, config.epochs, step, loss_value, digest)
+    return RunResult(run.out_dir, export_dir, run.config.epochs, run.step, run.loss_value, digest)
+
+
+def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
+    """Run (or resume) a pretraining job as configured; returns where everything was written."""
+    run = build_run(config)
+    if resume:
+        resume_run(run)
+    metrics = Metrics(run.out_dir, run.rank == 0, config.tensorboard)
+    try:
+        for epoch in range(run.epoch, config.epochs):
+            if train_one_epoch(run, epoch, metrics, progress):
+                save_run_checkpoint(run, epoch)
+                break
+            run.scheduler.step()
+            save_run_checkpoint(run, epoch + 1)
+    finally:
+        metrics.close()
+    return finish_run(run, metrics)

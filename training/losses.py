@@ -10,6 +10,7 @@ no weights this is the plain mean. Under DDP each rank returns ``world_size *`` 
 that DDP's gradient averaging yields the gradient of the global loss and the mean of the ranks' values is the
 global loss.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@
 exported), z the projection used by NT-Xent. Any timm architecture works, including the plugin's own
 (``resnet18_uscl`` once ``timm_uscl`` is imported), because the backbone is created with ``num_classes=0``.
 """
+
 from __future__ import annotations
 
 import timm
@@ -44,7 +45,7 @@ class ContrastiveModel(nn.Module):
         if isinstance(backbone, str):
             backbone = timm.create_model(backbone, num_classes=0, pretrained=pretrained, **backbone_kwargs)
         self.backbone = backbone
-        self.num_features: int = backbone.num_features
+        self.num_features = int(backbone.num_features)  # type: ignore[arg-type]  # a timm model's int attribute
         self.head = ProjectionHead(self.num_features, self.num_features, feat_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

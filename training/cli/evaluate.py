@@ -1,0 +1,98 @@
+"""``timm-uscl evaluate``: downstream evaluation of a backbone. Import-light: the work is in :mod:`..evaluation`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from ..evaluation.config import DEFAULT_FOLDS, DEFAULT_TASKS, PROTOCOLS, EvalConfig
+
+__all__ = ["register"]
+
+_DEFAULTS = {f.name: f.default for f in fields(EvalConfig)}
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from timm_uscl.export_folder import update_card
+
+    from ..evaluation import card_results, evaluate, results_to_markdown
+
+    results = evaluate(
+        args.model,
+        tasks=args.tasks,
+        data_root=args.data_root,
+        protocol=args.protocol,
+        folds=args.folds,
+        arch=args.arch,
+        pretrained=not args.random_init,
+        image_size=args.image_size,
+        frames_per_video=args.frames_per_video,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        select=args.select,
+        max_items=args.max_items,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    markdown = results_to_markdown(results)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    if args.card:
+        print(f"updated {update_card(args.card, card_results(results))}")
+    print(markdown, end="")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` to the ``timm-uscl`` command line (defaults: :class:`EvalConfig`)."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="fine-tune / linear-probe a backbone on POCUS, COVID-BLUES, BUSI (+ segmentation)",
+        description="Evaluate a backbone on fixed grouped folds; prints a markdown table, --out writes the JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "model",
+        help="timm name (resnet18_uscl.<tag>), hf-hub:REPO, local-dir:DIR, a .safetensors "
+        "backbone (with --arch) or a `timm-uscl pretrain` checkpoint (last.pt)",
+    )
+    p.add_argument("--arch", help="timm architecture of a .safetensors checkpoint (e.g. resnet18_uscl)")
+    p.add_argument(
+        "--tasks", nargs="+", default=list(DEFAULT_TASKS), help="pocus covid_blues covid_blues_severity busi busi_seg"
+    )
+    p.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), help="finetune and/or linear")
+    p.add_argument("--folds", nargs="+", type=int, default=list(DEFAULT_FOLDS), help="test folds")
+    p.add_argument(
+        "--data-root", help="folder holding pocus/ covid_blues/ busi/ (default: $TIMM_USCL_DATA or ../shared/data)"
+    )
+    p.add_argument("--image-size", type=int, default=_DEFAULTS["image_size"])
+    p.add_argument(
+        "--frames-per-video",
+        type=int,
+        default=_DEFAULTS["frames_per_video"],
+        help="evenly spaced frames sampled per video",
+    )
+    p.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=int, help="default: 128 (last-block fine-tune), 32 (whole network)")
+    p.add_argument("--lr", type=float, help="default: 0.01 (last-block fine-tune), 3e-4 (whole network)")
+    p.add_argument(
+        "--select",
+        choices=["final", "val"],
+        default=_DEFAULTS["select"],
+        help="reported epoch: the last, or the best on an inner patient-grouped validation split",
+    )
+    p.add_argument("--max-items", type=int, help="at most this many videos/images per fold (smoke runs)")
+    p.add_argument("--device", default=_DEFAULTS["device"], help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
+    p.add_argument("--random-init", action="store_true", help="do not load pretrained weights (baseline)")
+    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument("--markdown", help="write the markdown table here")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--card", metavar="EXPORT", help="write the results into this export folder's model card")
+    p.set_defaults(func=_cmd_evaluate)

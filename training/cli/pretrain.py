@@ -1,0 +1,83 @@
+"""``timm-uscl pretrain``: the bundled Meta-USCL trainer (import-light: the work happens in the handler).
+
+Flags have no defaults of their own: a flag left out keeps the preset's value, which comes from the config
+dataclasses (:class:`~timm_uscl.training.config.TrainConfig`) and the preset file.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
+    "data": "source",
+    "out": "out_dir",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "image_size": "image_size",
+    "workers": "num_workers",
+    "device": "device",
+    "max_steps": "max_steps",
+    "arch": "arch",
+    "lr": "lr",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a backbone on ultrasound videos (Meta-USCL, USCL or SimCLR) and export it",
+        description="Defaults reproduce the Meta-USCL paper recipe on the Hub dataset jannisborn/COVID-BLUES "
+        "(streamed). Point --data at a local folder of videos to train offline.",
+    )
+    p.add_argument("--preset", default="meta_uscl", choices=("meta_uscl", "uscl", "simclr"))
+    p.add_argument("--config", default=None, help="YAML file of config keys, applied over the preset")
+    p.add_argument("--data", help="Hub dataset id, local folder of videos, or parquet glob")
+    p.add_argument("--out", help="run folder (checkpoints, metrics, plots, export)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="videos (pairs) per step and process")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--workers", type=int, help="DataLoader workers decoding videos")
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--arch", help="timm architecture of the backbone (default resnet18_uscl)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-meta", action="store_true", help="turn CMW-Net meta-weighting off")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. --set meta_interval=2 --set 'exclude={fold: 0}'",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..config import load_config, parse_overrides
+    from ..engine import pretrain
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items() if getattr(args, flag) is not None}
+    for flag, key, value in (
+        ("bf16", "bf16", True),
+        ("channels_last", "channels_last", True),
+        ("no_meta", "meta", False),
+    ):
+        if getattr(args, flag):
+            overrides[key] = value
+    overrides.update(parse_overrides(args.overrides))
+    config = load_config(args.preset, args.config, overrides)
+    result = pretrain(config, resume=args.resume, progress=not args.no_progress)
+    if result.export_dir is not None:
+        print(
+            f"trained {result.steps} steps; export: {result.export_dir} "
+            f"(load with timm.create_model('local-dir:{result.export_dir}', pretrained=True))"
+        )
+    return 0

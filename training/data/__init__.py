@@ -1,0 +1,20 @@
+"""The streaming pair pipeline: sources -> decode (+ frame cache) -> pairs in workers -> augmentation on device.
+
+One module per idea: :mod:`.sources` (folders, Hub ids, parquet as ``datasets`` streams), :mod:`.decode` (sparse,
+resized frames), :mod:`.cache` (decoded clips on local disk), :mod:`.pairs` (the pair-type table), :mod:`.augment`
+(per-sample batched augmentation), :mod:`.module` (loaders, meta split, resume), :mod:`.publish` (a folder of
+videos as a Hub dataset) and :mod:`.config` (the settings). The names below are imported lazily.
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "DataConfig": ".config",
+    "PairDataModule": ".module",
+    "PairBatch": ".module",
+    "DataStats": ".module",
+    "DataError": "..errors",
+    "DecodeError": "..errors",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,83 @@
+"""The data pipeline's settings: one dataclass, each default stated here once (the trainer's config holds one).
+
+Defaults are the Meta-USCL reference (64 px, crop scale 0.7, jitter 0.8, mean/std 0.18/0.24) on the public Hub
+copy of COVID-BLUES.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import DataError
+from .augment import AugmentConfig
+from .pairs import TRAINING_PAIR_TYPES
+from .sources import VIDEO_EXTENSIONS, SourceSpec
+
+__all__ = ["DataConfig"]
+
+
+@dataclass
+class DataConfig:
+    """Everything the pipeline needs; defaults are the Meta-USCL reference (64 px, s1 0.7, s2 0.8, 0.18/0.24).
+
+    ``source``: a folder of videos (optional ``metadata.csv``), a Hub dataset id, a parquet glob, or a list
+    of these. ``filters``/``exclude``: ``{column: value or list}`` kept / dropped (e.g.
+    ``exclude={"fold": 0}``). ``meta_group_by``: a column (e.g. ``"patient"``) whose values, instead of file
+    names, decide the meta split. For USCL use ``pair_type="uscl", mean=0.5, std=0.25, crop_scale=0.8,
+    jitter_strength=1.0, image_size=224``.
+    """
+
+    source: str | list[str] = "jannisborn/COVID-BLUES"
+    pair_type: str = "metauscl"
+    image_size: int = 64
+    batch_size: int = 32
+    num_workers: int = 2
+    meta_fraction: float = 0.2
+    meta_batch_size: int = 32
+    seed: int = 0
+    max_dist: int = 999
+    crop_scale: float = 0.7
+    crop_ratio: tuple[float, float] = (0.8, 1.25)
+    jitter_strength: float = 0.8
+    mean: float = 0.18
+    std: float = 0.24
+    filters: dict[str, Any] | None = None
+    exclude: dict[str, Any] | None = None
+    meta_group_by: str | None = None
+    split: str = "train"
+    video_column: str = "video"
+    source_column: str = "source"
+    key_column: str | None = None
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    grayscale: bool = True
+    shuffle_buffer: int = 64
+    drop_last: bool = True
+    cache_dir: str | None = None
+    timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.pair_type not in TRAINING_PAIR_TYPES:
+            raise DataError(f"pair_type={self.pair_type!r}: choose one of {list(TRAINING_PAIR_TYPES)}")
+        if self.max_dist < 2:
+            raise DataError(f"max_dist={self.max_dist}: needs >= 2 (two distinct offsets)")
+        if not 0.0 <= self.meta_fraction < 1.0:
+            raise DataError(f"meta_fraction={self.meta_fraction}: must be in [0, 1)")
+
+    def sources(self) -> list[SourceSpec]:
+        srcs = [self.source] if isinstance(self.source, str) else list(self.source)
+        return [
+            SourceSpec(s, self.split, self.video_column, self.source_column, self.key_column, self.extensions)
+            for s in srcs
+        ]
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(
+            self.image_size,
+            (self.crop_scale, 1.0),
+            (self.crop_ratio[0], self.crop_ratio[1]),
+            0.5,
+            self.jitter_strength,
+            self.mean,
+            self.std,
+        )

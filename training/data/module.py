@@ -1,0 +1,333 @@
+"""The streaming pair pipeline the trainer uses: sources -> decode -> PPG in workers -> augment on device.
+
+Interface::
+
+    from timm_uscl.training.data import DataConfig, PairDataModule
+
+    cfg = DataConfig(source="../shared/data/covid_blues", pair_type="metauscl", image_size=64, batch_size=32)
+    dm = PairDataModule(cfg, rank=0, world_size=1)
+    for batch in dm.train_loader(epoch):            # PairBatch: pinned uint8 frames, one pair per video
+        x1, x2 = dm.gpu_views(batch, device)         # float [B, 3, S, S], augmented per sample, normalized
+        batch.sources                                # sub-dataset name per pair (CMW weight histograms)
+    meta_it = dm.meta_iterator()                     # infinite; decodes the held-out split once, then cycles
+    m1, m2 = dm.gpu_views(next(meta_it), device)
+    dm.state_dict(); dm.load_state_dict(sd)          # epoch + per-worker position: resume mid-epoch
+    dm.stats                                         # decoded / skipped (name -> reason)
+
+Design notes:
+
+* Workers only decode and build uint8 views (:mod:`.pairs`); augmentation runs batched on the training
+  device (:mod:`.augment`), so CPU workers are spent on decoding, the actual bottleneck.
+* One item per video per epoch. Order: a seeded ``datasets`` shuffle (shards = files) re-drawn by
+  ``set_epoch``, then ``split_dataset_by_node`` for DDP, then the DataLoader splits shards over workers.
+  Per-item randomness is seeded by ``(seed, epoch, key)``, so a video's pair does not depend on workers,
+  ranks or resumption.
+* Each worker batches its own items (``batch_size=None`` at the DataLoader), which lets it report what it
+  skipped and how far it got; ``state_dict`` stores that position per worker and a resumed epoch skips the
+  consumed rows without decoding them. The state is per rank (save one per rank under DDP) and needs the
+  same ``num_workers`` and ``world_size`` (otherwise the epoch restarts, with a warning).
+* Files that do not decode are skipped, counted and logged once with their name; an epoch in which nothing
+  decodes raises :class:`DataError` listing why.
+* ``cache_dir`` turns on :class:`~.decode.FrameCache` (resized frames per clip on local disk, never in the
+  repo). Without it every item decodes its frames from the file; single-GOP clips make that cost most of
+  a whole-clip decode (see benchmarks/RESULTS.md), so long runs on few cores should set it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..errors import DataError, DecodeError
+from .augment import augment
+from .cache import FrameCache
+from .config import DataConfig
+from .decode import read_frames
+from .pairs import PairPlan, plan_pair, views_per_item, worker_views
+from .sources import meta_split_fn, open_source
+
+__all__ = ["PairBatch", "DataStats", "PairDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairBatch:
+    """One worker's batch: ``frames`` uint8 ``[B, K, C, S, S]`` (K = 2 mixed views, 3 USCL frames or 1 frame
+    to augment twice; C = 1 grayscale or 3), ``lam`` float ``[B]`` (USCL mix weight), names per pair, and
+    the worker's bookkeeping (``rows`` consumed so far, items decoded and skipped since its last batch)."""
+
+    frames: torch.Tensor
+    lam: torch.Tensor
+    sources: list[str]
+    keys: list[str]
+    worker: int = 0
+    rows: int = 0
+    decoded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def pin_memory(self) -> PairBatch:
+        self.frames = self.frames.pin_memory()
+        self.lam = self.lam.pin_memory()
+        return self
+
+
+@dataclass
+class DataStats:
+    """Counters kept by the main process: videos decoded, files skipped (name -> first reason)."""
+
+    decoded: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    batches: int = 0
+
+
+def _item_seed(seed: int, epoch: int, key: str) -> list[int]:
+    return [seed, epoch, int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")]
+
+
+class _PairStream(IterableDataset):
+    """Iterates a (worker-sharded) ``datasets`` stream and yields collated :class:`PairBatch` es."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        cfg: DataConfig,
+        pair_type: str,
+        epoch: int,
+        batch_size: int,
+        drop_last: bool,
+        skip_rows: list[int] | None = None,
+    ) -> None:
+        self.dataset, self.cfg, self.pair_type, self.epoch = dataset, cfg, pair_type, epoch
+        self.batch_size, self.drop_last, self.skip_rows = batch_size, drop_last, skip_rows or []
+
+    def _batch(self, items: list[tuple[torch.Tensor, float, str, str]], **info: Any) -> PairBatch:
+        k = views_per_item(self.pair_type)
+        c = 1 if self.cfg.grayscale else 3
+        s = self.cfg.image_size
+        frames = torch.stack([it[0] for it in items]) if items else torch.empty(0, k, c, s, s, dtype=torch.uint8)
+        lam = torch.tensor([it[1] for it in items], dtype=torch.float32)
+        return PairBatch(frames, lam, [it[2] for it in items], [it[3] for it in items], **info)
+
+    def __iter__(self) -> Iterator[PairBatch]:
+        cfg, pt = self.cfg, self.pair_type
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        skip = self.skip_rows[worker] if worker < len(self.skip_rows) else 0
+        cache = FrameCache(cfg.cache_dir) if cfg.cache_dir else None
+        items: list[tuple[torch.Tensor, float, str, str]] = []
+        decoded, skipped, rows = 0, [], 0
+        for rows, row in enumerate(self.dataset, start=1):
+            if rows <= skip:
+                continue
+            rng = np.random.default_rng(_item_seed(cfg.seed, self.epoch, row["key"]))
+            plans: list[PairPlan] = []
+
+            def choose(length: int, rng: np.random.Generator = rng, plans: list[PairPlan] = plans) -> tuple[int, ...]:
+                plans.append(plan_pair(pt, length, rng, cfg.max_dist))
+                return plans[-1].indices
+
+            try:
+                frames = read_frames(row["video"], choose, cfg.image_size, grayscale=cfg.grayscale, cache=cache)
+            except Exception as e:  # noqa: BLE001 - any bad file is skipped and reported, never fatal
+                reason = str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}"
+                skipped.append((row["key"], reason))
+                continue
+            views, lam = worker_views(pt, frames, plans[-1])
+            items.append((views, lam, row["source"], row["key"]))
+            decoded += 1
+            if len(items) == self.batch_size:
+                yield self._batch(items, worker=worker, rows=rows, decoded=decoded, skipped=skipped)
+                items, decoded, skipped = [], 0, []
+        if items and self.drop_last:
+            items = []
+        if items or decoded or skipped or rows > skip:
+            yield self._batch(items, worker=worker, rows=max(rows, skip), decoded=decoded, skipped=skipped)
+
+
+class PairDataModule:
+    """Builds per-epoch training loaders, the held-out meta iterator, and device-side views."""
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.stats = DataStats()
+        if cfg.cache_dir:  # fail here, clearly, rather than inside a worker
+            try:
+                FrameCache(cfg.cache_dir)
+            except OSError as e:
+                raise DataError(
+                    f"{cfg.cache_dir}: cannot create the frame cache ({e.strerror}); set cache_dir to a "
+                    "writable folder, or to null to decode from the files every time"
+                ) from e
+        is_meta = meta_split_fn(cfg.meta_fraction, cfg.seed, cfg.meta_group_by)
+        specs = cfg.sources()
+        self._train = open_source(specs, cfg.filters, cfg.exclude, split=lambda r: not is_meta(r))
+        self._meta = open_source(specs, cfg.filters, cfg.exclude, split=is_meta) if cfg.meta_fraction > 0 else None
+        self._aug = cfg.augment_config()
+        self._generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)
+        self._epoch = 0
+        self._rows = [0] * max(1, cfg.num_workers)
+        self._complete = False
+        self._resume: dict[str, Any] | None = None
+        self._meta_cache: tuple[torch.Tensor, list[str], list[str]] | None = None
+
+    # -- sizes (known for local folders, else None) --------------------------------------------------------
+    @property
+    def num_videos(self) -> int | None:
+        """Training videos over all ranks (local sources only)."""
+        return len(self._train.rows) if self._train.rows is not None else None
+
+    @property
+    def num_meta_videos(self) -> int | None:
+        if self._meta is None:
+            return 0
+        return len(self._meta.rows) if self._meta.rows is not None else None
+
+    # -- training ------------------------------------------------------------------------------------------
+    def _loader(self, stream: _PairStream, workers: int) -> DataLoader:
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            timeout=self.cfg.timeout if workers else 0,
+        )
+
+    def train_loader(self, epoch: int) -> Iterator[PairBatch]:
+        """This rank's batches for ``epoch`` (one pair per video); resumes mid-epoch after ``load_state_dict``."""
+        from datasets.distributed import split_dataset_by_node
+
+        cfg = self.cfg
+        ds = self._train.dataset.shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer)
+        if self.world_size > 1:
+            ds = split_dataset_by_node(ds, rank=self.rank, world_size=self.world_size)
+        ds.set_epoch(epoch)
+        skip = self._take_resume(epoch)
+        stream = _PairStream(ds, cfg, cfg.pair_type, epoch, cfg.batch_size, cfg.drop_last, skip)
+        self._epoch, self._complete = epoch, False
+        self._rows = list(skip) if skip else [0] * max(1, cfg.num_workers)
+        return self._run_epoch(self._loader(stream, cfg.num_workers), epoch)
+
+    def _run_epoch(self, loader: DataLoader, epoch: int) -> Iterator[PairBatch]:
+        decoded_before = self.stats.decoded
+        yielded = 0
+        for batch in loader:
+            self._account(batch)
+            self._rows[batch.worker] = batch.rows
+            if len(batch):
+                yielded += 1
+                yield batch
+        self._complete = True
+        if self.stats.decoded == decoded_before and self.stats.skipped:
+            raise DataError(
+                f"epoch {epoch}: no video decoded on rank {self.rank}; skipped "
+                + "; ".join(f"{k}: {v}" for k, v in list(self.stats.skipped.items())[:10])
+            )
+        if yielded == 0 and self.stats.decoded > decoded_before and self.cfg.drop_last:
+            raise DataError(
+                f"epoch {epoch}: {self.stats.decoded - decoded_before} videos decoded on rank "
+                f"{self.rank} but no full batch of {self.cfg.batch_size} per worker; lower batch_size "
+                "or num_workers"
+            )
+
+    def _account(self, batch: PairBatch) -> None:
+        self.stats.decoded += batch.decoded
+        self.stats.batches += bool(len(batch))
+        for name, reason in batch.skipped:
+            if name not in self.stats.skipped:
+                log.warning("skipping %s: %s", name, reason)
+                self.stats.skipped[name] = reason
+
+    # -- meta split ----------------------------------------------------------------------------------------
+    def _decode_meta(self) -> tuple[torch.Tensor, list[str], list[str]]:
+        if self._meta is None:
+            raise DataError("meta_fraction=0: there is no meta split; set meta_fraction > 0 for meta batches")
+        stream = _PairStream(self._meta.dataset, self.cfg, "meta", 0, 64, drop_last=False)
+        frames, sources, keys = [], [], []
+        for batch in self._loader(stream, self.cfg.num_workers):
+            self._account(batch)
+            frames.append(batch.frames)
+            sources += batch.sources
+            keys += batch.keys
+        if not keys:
+            raise DataError(
+                f"the meta split (meta_fraction={self.cfg.meta_fraction}, seed={self.cfg.seed}) has no "
+                "decodable video; raise meta_fraction or change seed"
+            )
+        return torch.cat(frames), sources, keys
+
+    def meta_iterator(self) -> Iterator[PairBatch]:
+        """Infinite meta batches (first frame of held-out videos); decodes the split once, then reshuffles."""
+        if self._meta_cache is None:
+            self._meta_cache = self._decode_meta()
+        frames, sources, keys = self._meta_cache
+        n = len(keys)
+        bs = min(self.cfg.meta_batch_size, n)
+        rng = np.random.default_rng([self.cfg.seed, self.rank, 1])
+        while True:
+            perm = rng.permutation(n)
+            for s in range(0, n - bs + 1, bs):
+                idx = perm[s : s + bs]
+                batch = PairBatch(
+                    frames[torch.from_numpy(idx)], torch.ones(bs), [sources[i] for i in idx], [keys[i] for i in idx]
+                )
+                yield batch.pin_memory() if torch.cuda.is_available() else batch
+
+    # -- device side ---------------------------------------------------------------------------------------
+    def gpu_views(
+        self, batch: PairBatch, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views, float ``[B, 3, S, S]`` on ``device``: augmented per sample, normalized, USCL-mixed."""
+        g = generator if generator is not None else self._generator
+        x = batch.frames.to(device, non_blocking=True)
+        b, k = x.shape[:2]
+        stacked = x[:, 0].repeat(2, 1, 1, 1) if k == 1 else x.transpose(0, 1).reshape(b * k, *x.shape[2:])
+        views = augment(stacked, self._aug, g).view(-1, b, 3, self._aug.size, self._aug.size)
+        if k == 3:
+            lam = batch.lam.to(device, non_blocking=True).view(b, 1, 1, 1)
+            fa, fb, fc = views
+            return lam * fa + (1 - lam) * fb, lam * fc + (1 - lam) * fb
+        return views[0], views[1]
+
+    # -- checkpointing -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self._epoch,
+            "rows": list(self._rows),
+            "complete": self._complete,
+            "num_workers": self.cfg.num_workers,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
+
+    def _take_resume(self, epoch: int) -> list[int] | None:
+        sd, self._resume = self._resume, None
+        if sd is None or sd["epoch"] != epoch or sd["complete"]:
+            return None
+        if (sd["num_workers"], sd["world_size"]) != (self.cfg.num_workers, self.world_size):
+            log.warning(
+                "data state saved with num_workers=%s world_size=%s, now %s/%s: epoch %s restarts",
+                sd["num_workers"],
+                sd["world_size"],
+                self.cfg.num_workers,
+                self.world_size,
+                epoch,
+            )
+            return None
+        return list(sd["rows"])

@@ -1,0 +1,22 @@
+"""Downstream evaluation: a backbone on fixed, leak-free folds of lung and breast ultrasound tasks.
+
+One module per idea: :mod:`.tasks` (which files, labels, groups and folds), :mod:`.backbone` (what is evaluated),
+:mod:`.fitting` (the shared fine-tune loop and epoch choice), :mod:`.protocols` (fine-tune, linear probe, U-Net),
+:mod:`.metrics` (scores, mean ± std, markdown), :mod:`.run` (``evaluate``), :mod:`.repro` (the method x task
+table) and :mod:`.config` (settings; import-light). The names below are imported lazily.
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "evaluate": ".run",
+    "results_to_markdown": ".metrics",
+    "card_results": ".metrics",
+    "EvalConfig": ".config",
+    "PROTOCOLS": ".config",
+    "DEFAULT_TASKS": ".config",
+    "TASKS": ".tasks",
+    "EvaluationError": "..errors",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,183 @@
+"""Metrics of the downstream evaluation, their mean ± std over folds, and the markdown table of a result.
+
+Kept free of torch so model cards can render a stored results JSON with :func:`results_to_markdown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from timm_uscl.cards import percent
+from timm_uscl.weights import EvalResult
+
+__all__ = [
+    "classification_metrics",
+    "video_probs",
+    "dice_iou",
+    "segmentation_metrics",
+    "summarize",
+    "results_to_markdown",
+    "card_results",
+]
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall of argmax predictions (absent classes score 0)."""
+    labels = list(range(len(classes)))
+    pred = probs.argmax(1)
+    precision, recall, _, _ = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, pred)),
+        "macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        "precision": {c: float(p) for c, p in zip(classes, precision)},
+        "recall": {c: float(r) for c, r in zip(classes, recall)},
+    }
+
+
+def video_probs(probs: np.ndarray, video: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One prediction per video: the mean of its frames' softmax; returns (probs, labels) in video-id order."""
+    ids = np.unique(video)
+    out = np.stack([probs[video == v].mean(0) for v in ids])
+    labels = np.array([y[video == v][0] for v in ids])
+    return out, labels
+
+
+def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image Dice and IoU of boolean masks [N, H, W].
+
+    An image whose ground truth and prediction are both empty (BUSI's normal cases, correctly left blank) scores
+    1; an empty ground truth with any predicted pixel scores 0. Without this rule 0/0 would be undefined.
+    """
+    p, t = pred.reshape(len(pred), -1).astype(bool), target.reshape(len(target), -1).astype(bool)
+    inter = (p & t).sum(1)
+    total = p.sum(1) + t.sum(1)
+    union = (p | t).sum(1)
+    both_empty = total == 0
+    dice = np.where(both_empty, 1.0, 2 * inter / np.maximum(total, 1))
+    iou = np.where(both_empty, 1.0, inter / np.maximum(union, 1))
+    return dice, iou
+
+
+def segmentation_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+    """Mean per-image Dice/IoU over all images, over lesion images only, and the empty-mask hit rate."""
+    dice, iou = dice_iou(pred, target)
+    lesion = np.asarray(target.reshape(len(target), -1).any(1))
+    empty_pred = ~np.asarray(pred.reshape(len(pred), -1).any(1))
+    return {
+        "n": int(len(target)),
+        "dice": float(dice.mean()),
+        "iou": float(iou.mean()),
+        "dice_lesion": float(dice[lesion].mean()) if lesion.any() else float("nan"),
+        "iou_lesion": float(iou[lesion].mean()) if lesion.any() else float("nan"),
+        "n_empty": int((~lesion).sum()),
+        "empty_correct": float(empty_pred[~lesion].mean()) if (~lesion).any() else float("nan"),
+    }
+
+
+def summarize(per_fold: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and std (ddof=1; 0 for a single fold) over folds of every numeric leaf, NaNs ignored."""
+    first = per_fold[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, Mapping):
+            out[key] = summarize([f[key] for f in per_fold])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = np.array([f[key] for f in per_fold], dtype=float)
+            v = v[~np.isnan(v)]
+            out[key] = {
+                "mean": float(v.mean()) if len(v) else float("nan"),
+                "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            }
+    return out
+
+
+def _pm(stat: Mapping[str, float] | None) -> str:
+    return percent(stat["mean"], stat["std"]) if stat else percent(None)
+
+
+def results_to_markdown(results: Mapping[str, Any]) -> str:
+    """Markdown tables (percent, mean ± std over folds) of an :func:`evaluate` result; reused by model cards."""
+    cfg = results["config"]
+    lines = [
+        f"Model `{results['model']}` (arch `{results['arch']}`), {cfg['image_size']}² px, "
+        f"{cfg['frames_per_video']} frames/video, {cfg['epochs']} epochs, epoch chosen by `{cfg['select']}`, "
+        f"seed {cfg['seed']}; mean ± std over folds {cfg['folds']}.",
+        "",
+    ]
+    cls_rows, seg_rows = [], []
+    for task, res in results["tasks"].items():
+        for pres in res["protocols"].values():
+            s = pres["summary"]
+            if res["kind"] == "segmentation":
+                m = s["metrics"]
+                optimistic = _pm(s.get("optimistic", {}).get("dice"))
+                seg_rows.append(
+                    f"| {task} | {pres['name']} | {_pm(m['dice'])} | {_pm(m['iou'])} | {_pm(m['dice_lesion'])} "
+                    f"| {_pm(m['iou_lesion'])} | {_pm(m['empty_correct'])} | {optimistic} |"
+                )
+                continue
+            for level, m in s["metrics"].items():
+                opt = s.get("optimistic", {}).get(level, {}).get("accuracy")
+                cls_rows.append(
+                    f"| {task} | {pres['name']} | {level} | {_pm(m['accuracy'])} | {_pm(m['macro_f1'])} | {_pm(opt)} |"
+                )
+    if cls_rows:
+        lines += [
+            "| Task | Protocol | Level | Accuracy | Macro-F1 | Accuracy, optimistic¹ |",
+            "|---|---|---|---:|---:|---:|",
+            *cls_rows,
+            "",
+        ]
+    if seg_rows:
+        lines += [
+            "| Task | Protocol | Dice | IoU | Dice, lesion images | IoU, lesion images | Empty masks kept empty "
+            "| Dice, optimistic¹ |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+            *seg_rows,
+            "",
+        ]
+    lines.append(
+        "¹ best epoch picked on the test fold, as the reference code does: optimistic, for comparison only. "
+        "Dice/IoU are per image; an empty ground truth scores 1 if the prediction is empty too, else 0."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def card_results(results: Mapping[str, Any]) -> list[EvalResult]:
+    """The headline numbers of an :func:`evaluate` result as weights-table / model-card entries.
+
+    Classification: video-level accuracy and macro-F1 where the task has videos, else image-level; segmentation:
+    Dice and IoU. All are means over folds with their std, the epoch chosen without the test fold.
+    """
+    cfg = results["config"]
+    out = []
+    for task, res in results["tasks"].items():
+        for pres in res["protocols"].values():
+            metrics = pres["summary"]["metrics"]
+            protocol = (
+                f"{pres['name']}, {len(cfg['folds'])} folds, {cfg['image_size']}px, {cfg['epochs']} epochs, "
+                f"epoch by {cfg['select']}"
+            )
+            if res["kind"] == "segmentation":
+                chosen = [("dice", metrics["dice"]), ("iou", metrics["iou"])]
+            else:
+                level = metrics["video"] if "video" in metrics else next(iter(metrics.values()))
+                chosen = [("accuracy", level["accuracy"]), ("macro_f1", level["macro_f1"])]
+            for metric, stat in chosen:
+                out.append(
+                    EvalResult(
+                        task=res["description"],
+                        dataset=task,
+                        metric=metric,
+                        value=stat["mean"],
+                        std=stat["std"],
+                        protocol=protocol,
+                        source="measured: timm-uscl evaluate",
+                    )
+                )
+    return out

@@ -1,0 +1,205 @@
+"""The evaluation protocols, one function per fold each:
+
+* :func:`finetune_classifier` — the Meta-USCL reference fine-tune for the lung tasks (only the last block of
+  the last stage + a new linear head train; Adam lr 0.01, wd 1e-4, cosine, 30 epochs, batch 128,
+  RandomResizedCrop(0.8–1, 0.8–1.25) + hflip), and a whole-network fine-tune for BUSI (the reference has no BUSI
+  protocol; lr 3e-4, batch 32 are our choice).
+* :func:`linear_probe` — logistic regression on standardized frozen features (USCL's ``linear_eval``).
+* :func:`finetune_unet` — a smp U-Net on the backbone's ``features_only`` pyramid, whole network trained.
+
+Both fine-tunes run :func:`.fitting.fit`; each fold reports the epoch chosen without the test fold, and keeps the
+reference's test-picked epoch apart, labelled ``optimistic``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EvaluationError
+from .backbone import Backbone, Normalize, TimmModel, last_block
+from .config import EvalConfig
+from .fitting import EpochTrace, fit, fit_split, forward_rows, random_resized_crop
+from .metrics import classification_metrics, segmentation_metrics, video_probs
+from .tasks import TaskData
+
+__all__ = ["finetune_classifier", "extract_features", "linear_probe", "build_unet", "finetune_unet"]
+
+
+def _levels(data: TaskData, rows: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Frame- and video-level (mean softmax over a video's frames) metrics; images have one level."""
+    y, classes = data.y[rows].numpy(), data.spec.classes
+    if data.spec.kind != "video":
+        return {"image": classification_metrics(y, probs, classes)}
+    vp, vy = video_probs(probs, data.item[rows].numpy(), y)
+    return {"frame": classification_metrics(y, probs, classes), "video": classification_metrics(vy, vp, classes)}
+
+
+def _fold_result(
+    fold: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    trace: EpochTrace,
+    metrics: Callable[[Any], dict],
+    score: Callable[[dict], float],
+) -> dict[str, Any]:
+    chosen = metrics(trace.test[trace.chosen])
+    per_epoch = [metrics(out) for out in trace.test]
+    best = int(np.argmax([score(m) for m in per_epoch]))
+    return {
+        "fold": fold,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": n_test,
+        "epoch": trace.chosen + 1,
+        "metrics": chosen,
+        "optimistic": {"epoch": best + 1, **per_epoch[best]},
+    }
+
+
+def finetune_classifier(
+    backbone: Backbone, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
+) -> dict[str, Any]:
+    """One fold of the fine-tune: last block + new head (lung tasks, the reference) or the whole network (BUSI)."""
+    seed = cfg.seed + fold
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(cfg.device)
+    model: TimmModel = copy.deepcopy(backbone.model)
+    model.reset_classifier(len(data.spec.classes))
+    if data.spec.finetune == "last_block":
+        model.requires_grad_(False)
+        last_block(model).requires_grad_(True)
+        model.get_classifier().requires_grad_(True)
+    model.to(device)
+    lr, batch_size = cfg.hyper(data.spec)
+    norm = Normalize(backbone, device)
+    fit_rows, val = fit_split(data, train, cfg, seed)
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        x, _ = random_resized_crop(data.x[rows].to(device), gen)
+        return F.cross_entropy(model(norm(x)), data.y[rows].to(device))
+
+    def probs(rows: np.ndarray) -> np.ndarray:
+        return forward_rows(model, data.x, rows, norm, device).softmax(1).numpy()
+
+    def val_accuracy() -> float:
+        assert val is not None
+        return float((probs(val).argmax(1) == data.y[val].numpy()).mean())
+
+    trace = fit(
+        model,
+        fit_rows,
+        batch_loss,
+        cfg,
+        lr,
+        batch_size,
+        gen,
+        lambda: probs(test),
+        val_accuracy if val is not None else None,
+        f"{data.spec.name} finetune fold {fold}",
+    )
+    level = "frame" if data.spec.kind == "video" else "image"
+    return _fold_result(
+        fold,
+        len(fit_rows),
+        0 if val is None else len(val),
+        len(test),
+        trace,
+        lambda p: _levels(data, test, p),
+        lambda m: m[level]["accuracy"],
+    )
+
+
+def extract_features(backbone: Backbone, data: TaskData, cfg: EvalConfig) -> np.ndarray:
+    """Pooled frozen features of every row, computed once per task (the backbone never changes in the probe)."""
+    device = torch.device(cfg.device)
+    model = copy.deepcopy(backbone.model).to(device)
+    rows = np.arange(len(data.x))
+    return forward_rows(model, data.x, rows, Normalize(backbone, device), device).numpy()
+
+
+def linear_probe(
+    features: np.ndarray, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
+) -> dict[str, Any]:
+    """Logistic regression (lbfgs, C=1) on standardized frozen features, as USCL's linear_eval. No epochs."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = data.y.numpy()
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    clf.fit(features[train], y[train])
+    probs = np.zeros((len(test), len(data.spec.classes)))
+    probs[:, clf.classes_] = clf.predict_proba(features[test])  # a class absent from training keeps p = 0
+    return {"fold": fold, "n_train": len(train), "n_test": len(test), "metrics": _levels(data, test, probs)}
+
+
+def build_unet(backbone: Backbone) -> nn.Module:
+    """smp U-Net with a ``tu-`` encoder; smp loads registry weights itself, others are copied in here."""
+    import segmentation_models_pytorch as smp
+
+    if backbone.smp_encoder is not None:
+        return smp.Unet(backbone.smp_encoder, encoder_weights=True if backbone.pretrained else None, classes=1)
+    unet = smp.Unet(f"tu-{backbone.arch}", encoder_weights=None, classes=1)
+    missing, _ = unet.encoder.model.load_state_dict(backbone.model.state_dict(), strict=False)
+    if missing:
+        raise EvaluationError(f"{backbone.name}: U-Net encoder keys {missing[:3]} are not in the backbone's weights")
+    return unet
+
+
+def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return 1 - ((2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+def finetune_unet(
+    backbone: Backbone, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
+) -> dict[str, Any]:
+    """One fold of lesion segmentation: U-Net, whole network, BCE + Dice loss, crop/flip applied to image and mask."""
+    seed = cfg.seed + fold
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(cfg.device)
+    model = build_unet(backbone).to(device)
+    lr, batch_size = cfg.hyper(data.spec)
+    norm = Normalize(backbone, device)
+    fit_rows, val = fit_split(data, train, cfg, seed)
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        x, m = random_resized_crop(data.x[rows].to(device), gen, masks=data.y[rows].to(device))
+        assert m is not None
+        logits = model(norm(x))
+        return F.binary_cross_entropy_with_logits(logits, m) + _dice_loss(logits, m)
+
+    def scores(rows: np.ndarray) -> dict[str, Any]:
+        pred = (forward_rows(model, data.x, rows, norm, device, batch_size=64) > 0).numpy()[:, 0]
+        return segmentation_metrics(pred, data.y[rows].numpy()[:, 0] > 0)
+
+    def val_dice() -> float:
+        assert val is not None
+        return scores(val)["dice"]
+
+    trace = fit(
+        model,
+        fit_rows,
+        batch_loss,
+        cfg,
+        lr,
+        batch_size,
+        gen,
+        lambda: scores(test),
+        val_dice if val is not None else None,
+        f"{data.spec.name} U-Net fold {fold}",
+    )
+    return _fold_result(
+        fold, len(fit_rows), 0 if val is None else len(val), len(test), trace, lambda m: m, lambda m: m["dice"]
+    )
