@@ -55,6 +55,8 @@ class TrainConfig:
     arch: str = "resnet18_uscl"
     proj_dim: int = 128
     temperature: float = 0.5
+    init: str = "timm"  # timm (zero-init of each residual block's last BN weight) | torchvision (the reference)
+    bn_views: str = "joint"  # joint: both views in one BatchNorm batch | per_view: each view apart (the reference)
     # optimisation
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
@@ -103,6 +105,8 @@ class TrainConfig:
                 self.hypergrad in ("auto", "linearised", "jvp", "double_backward"),
                 f"hypergrad must be auto, linearised, jvp or double_backward, not {self.hypergrad!r}",
             ),
+            (self.init in ("timm", "torchvision"), f"init must be timm or torchvision, not {self.init!r}"),
+            (self.bn_views in ("joint", "per_view"), f"bn_views must be joint or per_view, not {self.bn_views!r}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
             (

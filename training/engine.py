@@ -140,13 +140,17 @@ def build_run(config: TrainConfig) -> RunState:
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    core = ContrastiveModel(config.arch, feat_dim=config.proj_dim).to(device)
+    core = ContrastiveModel(config.arch, feat_dim=config.proj_dim, init=config.init).to(device)
     if config.channels_last:
         core = core.to(memory_format=torch.channels_last)
     cmw = CMWNet(2 * core.num_features).to(device) if config.meta else None
     optimizer = build_optimizer(config, core)
     step_cfg = MetaStepConfig(
-        temperature=config.temperature, interval=config.meta_interval, hypergrad=config.hypergrad, autocast=config.bf16
+        temperature=config.temperature,
+        interval=config.meta_interval,
+        hypergrad=config.hypergrad,  # validated by TrainConfig
+        autocast=config.bf16,
+        bn_views=config.bn_views,
     )
     return RunState(
         config=config,
@@ -259,7 +263,15 @@ def _step(run: RunState, batch: PairBatch) -> StepOutput:
         x1 = x1.contiguous(memory_format=torch.channels_last)
         x2 = x2.contiguous(memory_format=torch.channels_last)
     if run.cmw is None or run.cmw_opt is None:
-        return plain_step(run.model, run.optimizer, x1, x2, temperature=config.temperature, autocast=config.bf16)
+        return plain_step(
+            run.model,
+            run.optimizer,
+            x1,
+            x2,
+            temperature=config.temperature,
+            autocast=config.bf16,
+            bn_views=config.bn_views,
+        )
     m1 = m2 = None
     if run.step_cfg.due(run.step):
         if run.meta_batches is None:

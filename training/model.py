@@ -39,9 +39,12 @@ class ContrastiveModel(nn.Module):
         backbone: str | nn.Module = "resnet18",
         feat_dim: int = 128,
         pretrained: bool = False,
+        init: str = "timm",
         **backbone_kwargs,
     ) -> None:
         super().__init__()
+        if init != "timm":
+            raise NotImplementedError(f"init={init!r}")
         if isinstance(backbone, str):
             backbone = timm.create_model(backbone, num_classes=0, pretrained=pretrained, **backbone_kwargs)
         self.backbone = backbone

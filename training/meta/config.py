@@ -18,6 +18,7 @@ class MetaStepConfig:
     lookahead: tuple[str, ...] | None = None  # parameter-name prefixes: APPROXIMATION, None = exact
     autocast: bool = False  # bf16 autocast for the backbone passes (losses stay in float32)
     gather: bool = True  # real step: negatives from all ranks
+    bn_views: Literal["joint", "per_view"] = "joint"  # BatchNorm batches: both views at once, or each view apart
 
     def due(self, step: int) -> bool:
         """Whether iteration ``step`` updates CMW-Net (and so needs a meta batch)."""

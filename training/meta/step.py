@@ -79,8 +79,11 @@ def plain_step(
     temperature: float = 0.5,
     autocast: bool = False,
     gather: bool = True,
+    bn_views: str = "joint",
 ) -> StepOutput:
     """One SimCLR step: NT-Xent mean over both views, one forward of ``cat(x1, x2)``."""
+    if bn_views != "joint":
+        raise NotImplementedError(f"bn_views={bn_views!r}")
     n = x1.shape[0]
     _, z = forward(model, torch.cat([x1, x2]), autocast)
     loss = weighted_mean(nt_xent(z[:n], z[n:], temperature, gather))
