@@ -8,9 +8,10 @@ The environment is set at import time because huggingface_hub, datasets and timm
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,23 @@ def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in range(10):
         make_clip(out / f"video{k:02d}.mp4", size=32, frames=12 + k % 5, seed=100 + k, gop=4)
     return out
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """A factory of size-limited folders (``small_disk("3m")``), for disk-full tests: a tmpfs mount where this process
+    may mount one (root in a container, as CI runs), else the test is skipped with the reason."""
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}_{size}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.decode().strip()[:120]}")
+        mounts.append(folder)
+        return folder
+
+    yield make
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

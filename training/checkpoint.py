@@ -18,12 +18,36 @@ import torch
 
 from timm_uscl.errors import CheckpointFormatError
 
-__all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_training_state", "capture_rng_state", "restore_rng_state"]
+from .errors import RunFolderError
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TRAINING_STATE_KEYS",
+    "save_checkpoint",
+    "load_training_state",
+    "capture_rng_state",
+    "restore_rng_state",
+]
 
 CHECKPOINT_NAME = "last.pt"
+TRAINING_STATE_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "cmw",
+    "cmw_optimizer",
+    "data",
+    "rng",
+    "epoch",
+    "step",
+    "config",
+)
+"""What a trainer checkpoint holds (``cmw``/``cmw_optimizer`` are None for runs without meta-weighting)."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically; a failed write (a full disk) leaves the previous file untouched and
+    raises a one-line :class:`RunFolderError`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -33,6 +57,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError ("file write failed")
+        Path(tmp).unlink(missing_ok=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:160]
+        raise RunFolderError(
+            f"{path}: the checkpoint could not be written ({reason}); the previous one is kept. Free space on that "
+            f"disk (or pick another --out), then continue with --resume"
+        ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -45,17 +76,28 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """A trainer checkpoint (model, optimizers, scheduler, RNG and data states), read with ``weights_only=True``.
+    """A trainer checkpoint (model, optimizers, scheduler, RNG and data states), read with ``weights_only=True``
+    and checked to hold every entry of :data:`TRAINING_STATE_KEYS`.
 
     Not for weights files: those are :func:`timm_uscl.convert.read_state_dict`'s."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointFormatError(f"{path}: no checkpoint to resume from; start without --resume.") from None
-    except Exception as err:
+        raise CheckpointFormatError(f"{path}: no such training checkpoint.") from None
+    except IsADirectoryError:
+        raise CheckpointFormatError(f"{path}: is a folder; give the run's last.pt file.") from None
+    except Exception as err:  # unpickling, zip and EOF errors: all mean "not a checkpoint this code wrote"
         raise CheckpointFormatError(
-            f"{path}: unreadable training checkpoint ({type(err).__name__}); delete it to start over."
+            f"{path}: not a readable timm-uscl training checkpoint ({type(err).__name__}); give a last.pt written by "
+            f"`timm-uscl pretrain` (it is written atomically, so a damaged one was altered after the run)."
         ) from err
+    missing = [key for key in TRAINING_STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointFormatError(
+            f"{path}: not a complete timm-uscl training checkpoint (missing {', '.join(missing)}); give a last.pt "
+            f"written by `timm-uscl pretrain`."
+        )
+    return state
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -10,6 +10,7 @@ as ``config.yaml`` in every run folder, so a run can be repeated exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -108,6 +109,10 @@ class TrainConfig:
             (self.init in ("timm", "torchvision"), f"init must be timm or torchvision, not {self.init!r}"),
             (self.bn_views in ("joint", "per_view"), f"bn_views must be joint or per_view, not {self.bn_views!r}"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, not {self.lr}"),
+            (math.isfinite(self.cmw_lr) and self.cmw_lr > 0, f"cmw_lr must be a finite number > 0, not {self.cmw_lr}"),
+            (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
+            (self.max_steps >= 0, "max_steps must be >= 0 (0: run every epoch)"),
             (self.temperature > 0, "temperature must be > 0"),
             (
                 not (self.meta and self.data.meta_fraction <= 0),
@@ -179,7 +184,18 @@ def _merge(config: TrainConfig, values: dict[str, Any], origin: str) -> TrainCon
 
 
 def _read_yaml(path: Any, origin: str) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text() if hasattr(path, "read_text") else Path(path).read_text())
+    try:
+        text = path.read_text(encoding="utf-8") if hasattr(path, "read_text") else Path(path).read_text("utf-8")
+        data = yaml.safe_load(text)  # safe_load: a config file never constructs Python objects
+    except UnicodeDecodeError:
+        raise ConfigError(f"{origin}: not UTF-8 text; save the config file as UTF-8 YAML") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{origin}: not valid YAML ({problem}{at}); fix the file (key: value per line)") from None
+    except OSError as err:
+        raise ConfigError(f"{origin}: cannot be read ({err.strerror or err})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,8 +1,9 @@
 """The pretraining loop: data -> (meta) step -> checkpoints -> metrics -> export, in named phases.
 
-``pretrain`` = :func:`build_run` (devices, model, optimizers, data) -> :func:`resume_run` (``--resume``) ->
-:func:`train_one_epoch` per epoch, each followed by :func:`save_run_checkpoint` -> :func:`finish_run` (export,
-plots, summary). Everything a phase hands to the next lives in one :class:`RunState`.
+``pretrain`` = :func:`claim_run_folder` (the folder is this run's alone) -> :func:`build_run` (devices, model,
+optimizers, data) -> :func:`resume_run` (``--resume``: same config, checkpoint state) -> :func:`train_one_epoch` per
+epoch, each followed by :func:`save_run_checkpoint` -> :func:`finish_run` (export, plots, summary). Everything a phase
+hands to the next lives in one :class:`RunState`.
 
 Runs on one process or under ``torchrun`` (DDP: NCCL on GPUs, gloo on CPUs). Rank 0 writes the run folder:
 
@@ -20,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -37,13 +39,14 @@ from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
 from .config import TrainConfig, data_config, save_config
 from .data import PairBatch, PairDataModule
-from .errors import RunFolderError, TrainingDivergedError
+from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .meta import MetaStepConfig, StepOutput, cmw_optimizer, meta_step, plain_step
 from .model import CMWNet, ContrastiveModel
 from .monitor import Metrics, plot_run
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .provenance import environment
 from .run_export import export_run
+from .run_folder import RunFolder, check_resume_config, claim_run_folder
 
 __all__ = [
     "TrainingDivergedError",
@@ -93,6 +96,7 @@ class RunState:
     loss_value: float = float("nan")  # the last loss read on the host (at a log point)
     nonfinite: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.bool))
     meta_batches: Iterator[PairBatch] | None = None
+    resumed_with: list[str] = field(default_factory=list)  # recorded config changes at resume (e.g. more epochs)
 
     @property
     def ckpt_path(self) -> Path:
@@ -128,15 +132,31 @@ def _wrap(core: ContrastiveModel, config: TrainConfig, device: torch.device, wor
     return model
 
 
-def build_run(config: TrainConfig) -> RunState:
-    """Phase 1: devices and ranks, the run folder and its config, model, CMW-Net, optimizers, data."""
-    device = _device(config)
+def _claim(config: TrainConfig, resume: bool, overwrite: bool, rank: int, world: int) -> RunFolder | None:
+    """Rank 0 claims the run folder; every rank learns the outcome (a rank raising alone would hang the others)."""
+    folder, error = None, None
+    if rank == 0:
+        try:
+            folder = claim_run_folder(config.out_dir, resume=resume, overwrite=overwrite)
+        except USCLError as err:
+            error = err
+    if world > 1:
+        outcome = [None if error is None else str(error)]
+        torch_dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None and error is None:
+            raise RunFolderError(outcome[0])
+    if error is not None:
+        raise error
+    return folder
+
+
+def build_run(config: TrainConfig, device: torch.device | None = None) -> RunState:
+    """Phase 1: devices and ranks, model, CMW-Net, optimizers, data (the run folder is claimed before)."""
+    device = device if device is not None else _device(config)
     _init_distributed(device)
     rank, world = dist.rank(), dist.world_size()
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        save_config(config, out_dir / "config.yaml")
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -173,13 +193,26 @@ def build_run(config: TrainConfig) -> RunState:
 # ---------------------------------------------------------------------------------------------------- resume
 
 
+def _trim_metrics(run: RunState) -> None:
+    """Drop metrics lines of steps after the checkpoint: the resumed run takes those steps again."""
+    path = run.out_dir / "metrics.jsonl"
+    if run.rank != 0 or not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= run.step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 def resume_run(run: RunState) -> None:
-    """Phase 2 (``--resume``): weights, optimizers, scheduler, data position and RNG states from ``last.pt``."""
+    """Phase 2 (``--resume``): weights, optimizers, scheduler, data position and RNG states from ``last.pt``, which
+    must have been written with the same config (:func:`check_resume_config`)."""
     if not run.ckpt_path.exists():
-        if run.rank == 0:
-            log.warning("--resume: no checkpoint in %s, starting from scratch", run.out_dir)
         return
     state = load_training_state(run.ckpt_path)
+    run.resumed_with = check_resume_config(state["config"], dataclasses.asdict(run.config), run.ckpt_path)
+    if run.resumed_with and run.rank == 0:
+        log.warning("resuming %s with %s (recorded in summary.json)", run.ckpt_path, "; ".join(run.resumed_with))
     if len(state["data"]) != run.world:
         raise RunFolderError(
             f"{run.ckpt_path} was written by {len(state['data'])} process(es), this run has {run.world}: "
@@ -194,6 +227,7 @@ def resume_run(run: RunState) -> None:
     run.data.load_state_dict(state["data"][run.rank])
     restore_rng_state(state["rng"][run.rank])
     run.epoch, run.step = state["epoch"], state["step"]
+    _trim_metrics(run)
     if run.rank == 0:
         log.info("resumed from %s at epoch %d, step %d", run.ckpt_path, run.epoch, run.step)
 
@@ -209,8 +243,21 @@ def _gather(obj: Any, world: int) -> list[Any]:
     return gathered
 
 
+def _finite_weights(run: RunState) -> bool:
+    tensors = [t for module in (run.core, run.cmw) if module is not None for t in module.state_dict().values()]
+    return bool(torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all())
+
+
 def save_run_checkpoint(run: RunState, epoch: int) -> None:
-    """Every rank's data position and RNG state, and rank 0's weights and optimizers, into ``last.pt`` (atomic)."""
+    """Every rank's data position and RNG state, and rank 0's weights and optimizers, into ``last.pt`` (atomic).
+
+    Weights that became non-finite (a loss can still be finite one step after they did) stop the run here, so a
+    checkpoint is only ever written with finite weights."""
+    if not _finite_weights(run):
+        raise TrainingDivergedError(
+            f"the weights became non-finite by step {run.step}; {_kept(run)} Lower lr or turn off bf16, then resume "
+            f"with --resume."
+        )
     data_states = _gather(run.data.state_dict(), run.world)
     rng_states = _gather(capture_rng_state(), run.world)
     if run.rank != 0:
@@ -233,6 +280,12 @@ def save_run_checkpoint(run: RunState, epoch: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- one epoch
+
+
+def _kept(run: RunState) -> str:
+    if run.ckpt_path.exists():
+        return f"the last good checkpoint {run.ckpt_path} is kept."
+    return "no checkpoint was written before (nothing to resume from)."
 
 
 def _any_rank(flag: torch.Tensor, world: int) -> bool:
@@ -297,10 +350,9 @@ class _EpochClock:
 def _log_point(run: RunState, out: StepOutput, epoch: int, clock: _EpochClock, metrics: Metrics, bar: Any) -> None:
     """At a log or checkpoint point (the only host syncs): stop on a non-finite loss, else log a metrics line."""
     if _any_rank(run.nonfinite, run.world):
-        last = run.ckpt_path if run.ckpt_path.exists() else "(none yet)"
         raise TrainingDivergedError(
-            f"loss became {out.loss.item()} by epoch {epoch + 1}, step {run.step}; nothing was saved after "
-            f"the last good checkpoint {last}. Lower lr or turn off bf16, then resume with --resume."
+            f"loss became {out.loss.item()} by epoch {epoch + 1}, step {run.step}; nothing was saved after it: "
+            f"{_kept(run)} Lower lr or turn off bf16, then resume with --resume."
         )
     run.loss_value = out.loss.item()
     for sources, weights in clock.pending_weights:  # device -> host once per log point
@@ -350,6 +402,7 @@ def train_one_epoch(run: RunState, epoch: int, metrics: Metrics, progress: bool 
     clock = _EpochClock()
     batches = iter(run.data.train_loader(epoch))
     done = False
+    out, logged = None, run.step
     while (batch := _next_on_every_rank(batches, run.device, run.world)) is not None:
         clock.wait += time.perf_counter() - clock.tick
         out = _step(run, batch)
@@ -361,6 +414,7 @@ def train_one_epoch(run: RunState, epoch: int, metrics: Metrics, progress: bool 
         at_checkpoint = run.step % config.checkpoint_every == 0
         if run.step % config.log_every == 0 or at_checkpoint:
             _log_point(run, out, epoch, clock, metrics, bar)
+            logged = run.step
         if bar is not None:
             bar.update(1)
         if at_checkpoint:
@@ -369,13 +423,10 @@ def train_one_epoch(run: RunState, epoch: int, metrics: Metrics, progress: bool 
             done = True
             break
         clock.tick = time.perf_counter()
+    if out is not None and logged != run.step:  # the epoch's last step is always logged (short runs too)
+        _log_point(run, out, epoch, clock, metrics, bar)
     if bar is not None:
         bar.close()
-    if _any_rank(run.nonfinite, run.world):
-        raise TrainingDivergedError(
-            f"loss became non-finite in epoch {epoch + 1}; last good checkpoint kept at "
-            f"{run.ckpt_path}. Lower lr or turn off bf16, then resume with --resume."
-        )
     return done
 
 
@@ -406,34 +457,51 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
         summary = {
             "epochs": run.config.epochs,
             "steps": run.step,
-            "final_loss": run.loss_value,
+            "final_loss": run.loss_value if math.isfinite(run.loss_value) else None,
             "rank_weight_hashes": hashes,
             "decoded": run.data.stats.decoded,
             "skipped": run.data.stats.skipped,
             "export": str(export_dir),
             "world_size": run.world,
+            "resumed_with_changes": run.resumed_with,
             "environment": environment(run.device),
         }
-        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if run.world > 1:
         torch_dist.barrier()
         torch_dist.destroy_process_group()
     return RunResult(run.out_dir, export_dir, run.config.epochs, run.step, run.loss_value, digest)
 
 
-def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
-    """Run (or resume) a pretraining job as configured; returns where everything was written."""
-    run = build_run(config)
-    if resume:
-        resume_run(run)
-    metrics = Metrics(run.out_dir, run.rank == 0, config.tensorboard)
+def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False) -> RunResult:
+    """Run (or resume) a pretraining job as configured; returns where everything was written.
+
+    ``config.out_dir`` must be free, or hold this run (``resume=True``), or be given up (``overwrite=True``: the
+    previous run's files are listed in the log, then removed); see :mod:`.run_folder`."""
+    device = _device(config)
+    _init_distributed(device)
+    folder = _claim(config, resume, overwrite, dist.rank(), dist.world_size())
     try:
-        for epoch in range(run.epoch, config.epochs):
-            if train_one_epoch(run, epoch, metrics, progress):
-                save_run_checkpoint(run, epoch)
-                break
-            run.scheduler.step()
-            save_run_checkpoint(run, epoch + 1)
+        run = build_run(config, device)
+        if resume:
+            resume_run(run)
+        if run.rank == 0:  # only now: a refused resume leaves the run's config.yaml as it was
+            save_config(config, run.out_dir / "config.yaml")
+        metrics = Metrics(run.out_dir, run.rank == 0, config.tensorboard)
+        try:
+            _train(run, metrics, progress)
+        finally:
+            metrics.close()
+        return finish_run(run, metrics)
     finally:
-        metrics.close()
-    return finish_run(run, metrics)
+        if folder is not None:
+            folder.release()
+
+
+def _train(run: RunState, metrics: Metrics, progress: bool) -> None:
+    for epoch in range(run.epoch, run.config.epochs):
+        if train_one_epoch(run, epoch, metrics, progress):
+            save_run_checkpoint(run, epoch)
+            return
+        run.scheduler.step()
+        save_run_checkpoint(run, epoch + 1)

@@ -69,3 +69,26 @@ def test_data_part_is_the_data_config():
     assert all(
         getattr(data, f.name) == getattr(config, f.name) for f in dataclasses.fields(data) if f.name != "cache_dir"
     )
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"epochs: [1, 2\n", "not valid YAML .* at line"),
+        (b"lr: 0.1\nsource: caf\xe9\n", "not UTF-8"),
+        (b"!!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+        (b"- a list\n", "must be a YAML mapping"),
+    ],
+)
+def test_a_broken_hostile_or_non_utf8_config_file_is_a_one_line_error(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config("meta_uscl", config_file=path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key,value", [("lr", "nan"), ("lr", "0"), ("cmw_lr", "inf"), ("log_every", "0")])
+def test_non_finite_or_non_positive_rates_are_refused_up_front(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_config("meta_uscl", overrides={key: value})

@@ -52,7 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any config key, e.g. --set meta_interval=2 --set 'exclude={fold: 0}'",
     )
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (same config)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --out (its files are listed, then removed)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_run)
 
@@ -74,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
             overrides[key] = value
     overrides.update(parse_overrides(args.overrides))
     config = load_config(args.preset, args.config, overrides)
-    result = pretrain(config, resume=args.resume, progress=not args.no_progress)
+    result = pretrain(config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.export_dir is not None:
         print(
             f"trained {result.steps} steps; export: {result.export_dir} "
