@@ -15,6 +15,7 @@ is written:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .checkpoint import CHECKPOINT_NAME
-from .config import flat_config
+from .config import TrainConfig, flat_config
 from .errors import RunFolderError
 
 __all__ = ["RUN_FILES", "RESUMABLE_KEYS", "RECORDED_KEYS", "RunFolder", "claim_run_folder", "check_resume_config"]
@@ -134,8 +135,12 @@ def _describe(value: Any) -> str:
 def check_resume_config(saved: Mapping[str, Any], config: Mapping[str, Any], checkpoint: Path) -> list[str]:
     """Refuse to resume with a config that computes something else than the checkpoint's run (``lr``, data, size,
     seed, preset, ...): the resumed run would record one recipe and follow another. :data:`RESUMABLE_KEYS` may change;
-    changes of :data:`RECORDED_KEYS` are returned (``"epochs 1 -> 2"``) for the caller to log and record."""
-    old, new = flat_config(dict(saved)), flat_config(dict(config))
+    changes of :data:`RECORDED_KEYS` are returned (``"epochs 1 -> 2"``) for the caller to log and record. A key that
+    the checkpoint's version of the trainer did not have yet counts as its default (a newer trainer resumes an older
+    run as long as the new setting keeps its default)."""
+    defaults = flat_config(dataclasses.asdict(TrainConfig()))
+    new = flat_config(dict(config))
+    old = {**{k: defaults[k] for k in new if k in defaults}, **flat_config(dict(saved))}
     diffs = {
         key: f"{key} {_describe(old.get(key))} -> {_describe(new.get(key))}"
         for key in sorted(set(old) | set(new))

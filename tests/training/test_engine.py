@@ -115,7 +115,14 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(clip_folder,
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cli(*args, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the victim pauses 2 s after each checkpoint it writes, so the kill lands mid-run however fast the machine is
+    slow = (
+        "import sys, time; from timm_uscl.training import engine; real = engine.save_checkpoint; "
+        "engine.save_checkpoint = lambda *a, **k: (real(*a, **k), time.sleep(2))[0]; "
+        "from timm_uscl.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    victim = [sys.executable, "-c", slow, *_cli(*args, "--out", str(out))[3:]]
+    proc = subprocess.Popen(victim, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     killed_at = None
     while time.time() < deadline and proc.poll() is None:

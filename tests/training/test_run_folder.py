@@ -198,3 +198,17 @@ def test_a_checkpoint_missing_entries_is_refused_on_resume(clip_folder, tmp_path
     torch.save(state, out / CHECKPOINT_NAME)
     proc = _cli("--data", str(clip_folder), "--out", str(out), "--image-size", "32", "--resume", "--workers", "0")
     assert proc.returncode != 0 and "missing optimizer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_while_that_setting_keeps_its_default(tmp_path):
+    import dataclasses
+
+    from timm_uscl.training.run_folder import check_resume_config
+
+    config = dataclasses.asdict(load_config("meta_uscl"))
+    older = {k: v for k, v in config.items() if k != "bn_views"}  # a checkpoint from before `bn_views` existed
+    older["data"] = {k: v for k, v in config["data"].items() if k != "crop_ratio"}
+    assert check_resume_config(older, config, tmp_path / CHECKPOINT_NAME) == []
+    changed = {**config, "bn_views": "joint" if config["bn_views"] != "joint" else "per_view"}
+    with pytest.raises(RunFolderError, match="bn_views"):
+        check_resume_config(older, changed, tmp_path / CHECKPOINT_NAME)
