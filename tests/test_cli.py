@@ -13,10 +13,10 @@ from timm_uscl.cli import main as cli
 def test_list_prints_every_tag_with_its_status(capsys):
     assert cli(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:2] == ["name", "published"]
-    assert sorted(line.split()[0] for line in out[1:]) == sorted(WEIGHTS)
+    assert out[0].split()[:2] == ["name", "status"]
+    assert sorted(line.split()[0] for line in out[1 : len(WEIGHTS) + 1]) == sorted(WEIGHTS)
     assert cli(["list", "*.uscl_us4*"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["resnet18_uscl.uscl_us4_224"]
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "resnet18_uscl.uscl_us4_224"
 
 
 def test_export_from_a_state_dict_file(tmp_path, capsys):

@@ -149,7 +149,7 @@ def test_not_a_state_dict_and_unsafe_pickles_are_refused(tmp_path):
         read_state_dict(listed)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": nn.Linear(1, 1)}, unsafe)
-    with pytest.raises(CheckpointFormatError, match=r"unsafe\.pth: cannot be read as a weights-only"):
+    with pytest.raises(CheckpointFormatError, match=r"unsafe\.pth: holds Python objects"):
         read_state_dict(unsafe)
 
 
@@ -165,7 +165,7 @@ def test_truncated_files_name_the_file(tmp_path, reference):
     pth = tmp_path / "resnet18_64.pth"
     _meta_uscl_checkpoint(pth, reference)
     (tmp_path / "cut.pth").write_bytes(pth.read_bytes()[:5000])
-    with pytest.raises(CheckpointFormatError, match=r"cut\.pth: cannot be read"):
+    with pytest.raises(CheckpointFormatError, match=r"cut\.pth: is not a complete PyTorch checkpoint"):
         read_state_dict(tmp_path / "cut.pth")
 
 
@@ -178,3 +178,45 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "model.pth" in proc.stderr and "--tag" in proc.stderr
+
+
+# L5: the wording of read_state_dict's refusals
+
+
+def test_a_refused_pickle_says_it_holds_python_objects_and_how_to_resave(tmp_path, reference):
+    unsafe = tmp_path / "resnet18_64.pth"
+    torch.save({"state_dict": reference.state_dict(), "model": reference}, unsafe)
+    with pytest.raises(CheckpointFormatError) as err:
+        read_state_dict(unsafe)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{unsafe}:")
+    assert "Python objects" in msg and "not loaded" in msg and "ReferenceModel" in msg
+    assert "torch.save(model.state_dict()" in msg
+    assert "Re-running torch.load" not in msg and "weights_only set to False" not in msg
+    assert msg.rstrip().endswith(".")
+
+
+def test_a_truncated_pickle_says_truncated_without_a_cut_sentence(tmp_path, reference):
+    pth = tmp_path / "resnet18_64.pth"
+    _meta_uscl_checkpoint(pth, reference)
+    (tmp_path / "cut.pth").write_bytes(pth.read_bytes()[:5000])
+    with pytest.raises(CheckpointFormatError) as err:
+        read_state_dict(tmp_path / "cut.pth")
+    msg = str(err.value)
+    assert "\n" not in msg and "truncated" in msg and "download it again" in msg
+    assert "Python objects" not in msg and msg.rstrip().endswith(".")
+
+
+def test_a_pickle_named_safetensors_is_reported_as_a_pickle(tmp_path, reference):
+    wrong = tmp_path / "weights.safetensors"
+    torch.save(reference.state_dict(), wrong)
+    with pytest.raises(CheckpointFormatError, match=r"weights\.safetensors: is a PyTorch pickle.*\.pth") as err:
+        read_state_dict(wrong)
+    assert "truncated" not in str(err.value)
+
+
+def test_a_directory_is_reported_as_a_directory(tmp_path):
+    with pytest.raises(CheckpointFormatError, match=r"is a directory, not a weights file.*model\.safetensors"):
+        read_state_dict(tmp_path)
+    with pytest.raises(CheckpointFormatError, match=r"no such file"):
+        read_state_dict(tmp_path / "missing.pth")

@@ -189,9 +189,9 @@ def test_model_card_metadata_and_body(published):
         "license: mit",
         "pipeline_tag: image-feature-extraction",
         "ultrasound",
-        "model-index:",
     ):
         assert needle in header
+    assert "model-index:" not in header, "the authors' reported figures describe their checkpoint, not these weights"
     for needle in (
         "features_only=True",
         "in_chans=1",
@@ -213,3 +213,67 @@ def test_smp_unet_encoder_gets_the_published_weights(published, source):
     encoder = net.encoder.model.state_dict()
     expected = source.state_dict()
     assert encoder and all(torch.equal(v, expected[k]) for k, v in encoder.items())
+
+
+# L1 and L7: push fails on one line, and --dry-run checks what a real push checks
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_push_with_an_invalid_repo_id_is_a_one_line_hub_error(hub, source, tmp_path, capsys, dry_run):
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    hub.reset_log()
+    args = ["push", str(export_dir), "--repo-id", "../../etc"] + (["--dry-run"] if dry_run else [])
+    assert cli(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "../../etc" in err and "ORG/NAME" in err
+    assert hub.requests == []
+
+
+def test_push_to_an_unreachable_hub_is_one_line_and_never_prints_the_token(source, tmp_path):
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_secret_token_never_printed"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "timm_uscl.cli", "push", str(export_dir), "--repo-id", "someone/x"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "http://127.0.0.1:9" in proc.stderr and "someone/x" in proc.stderr
+    assert "hf_secret_token_never_printed" not in proc.stderr + proc.stdout
+
+
+def _break(export_dir: Path, how: str) -> None:
+    config = export_dir / "config.json"
+    if how == "garbage config.json":
+        config.write_text("{not json")
+    elif how == "unknown architecture":
+        config.write_text(config.read_text().replace('"architecture": "resnet18"', '"architecture": "no_such_net"'))
+    elif how == "weights replaced":
+        weights = export_dir / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    elif how == "no timm_uscl block":
+        data = json.loads(config.read_text())
+        del data["timm_uscl"]
+        config.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "how, needle",
+    [
+        ("garbage config.json", "config.json is not valid JSON"),
+        ("unknown architecture", "no_such_net"),
+        ("weights replaced", "sha256"),
+        ("no timm_uscl block", "timm_uscl"),
+    ],
+)
+def test_push_dry_run_validates_the_export_as_a_real_push_would(hub, source, tmp_path, capsys, how, needle):
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    _break(export_dir, how)
+    hub.reset_log()
+    for extra in (["--dry-run"], []):
+        assert cli(["push", str(export_dir), "--repo-id", "someone/x", *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err and str(export_dir) in err
+    assert hub.requests == []

@@ -4,9 +4,9 @@
 pretrained tags in timm's registry, so ``timm.create_model("resnet18_uscl.<tag>", pretrained=True)``
 works. timm has no plugin discovery: import this package before calling ``create_model``.
 
-Import chain, leaf to root (no cycles): ``errors`` <- ``weights`` <- ``archs`` <- ``checksum``/``cards`` <-
-``download`` / ``export_folder`` <- ``uscl`` (the registry) / ``upload`` / ``convert`` <- ``cli``. Nothing here
-imports the trainer (``timm_uscl.training``).
+Import chain, leaf to root (no cycles): ``errors`` <- ``weights`` <- ``tensors``/``outdir``/``record`` <-
+``archs`` <- ``checksum``/``cards`` <- ``download`` / ``export_folder`` <- ``store`` <- ``uscl`` (the registry,
+``install``) / ``upload`` / ``convert`` <- ``cli``. Nothing here imports the trainer (``timm_uscl.training``).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -17,13 +17,15 @@ from .errors import (
     CheckpointFormatError,
     ChecksumMismatchError,
     HubError,
+    OutputFolderError,
     UnknownWeightsError,
     USCLError,
     WeightsNotPublishedError,
     WeightsUnavailableError,
 )
-from .export_folder import export
+from .export_folder import check_export, export, update_card
 from .upload import push
+from .uscl import install
 from .weights import WEIGHTS, EvalResult, WeightsEntry, get_weights, list_weights
 
 try:
@@ -38,6 +40,9 @@ __all__ = [
     "get_weights",
     "list_weights",
     "export",
+    "check_export",
+    "update_card",
+    "install",
     "push",
     "pull",
     "fetch_weights",
@@ -49,4 +54,5 @@ __all__ = [
     "ChecksumMismatchError",
     "CheckpointFormatError",
     "HubError",
+    "OutputFolderError",
 ]

@@ -1,4 +1,8 @@
-"""Model and dataset cards, rendered from the jinja2 templates in ``hub_cards/`` and the weights table."""
+"""Model and dataset cards, rendered from the jinja2 templates in ``hub_cards/``.
+
+A model card describes the weights file beside it: it is rendered from the export's own record (see
+:mod:`timm_uscl.record`), and shows only results measured on exactly that file.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import jinja2
 from huggingface_hub import EvalResult as HubEvalResult
 from huggingface_hub import ModelCardData
 
+from .record import results_for
 from .weights import EvalResult, WeightsEntry
 
-__all__ = ["render", "render_model_card", "card_metadata", "results_table", "percent"]
+__all__ = ["render", "render_model_card", "card_metadata", "results_table", "run_table", "percent"]
 
 _TASK_TYPES = {"segmentation": "image-segmentation"}
 
@@ -31,8 +36,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def card_metadata(entry: WeightsEntry) -> str:
-    """The card's YAML header, with a model-index when the row has results."""
+def card_metadata(entry: WeightsEntry, results: tuple[EvalResult, ...] = ()) -> str:
+    """The card's YAML header, with a model-index when there are results (measured on these weights)."""
     eval_results = [
         HubEvalResult(
             task_type=next((t for k, t in _TASK_TYPES.items() if k in r.task.lower()), "image-classification"),
@@ -43,7 +48,7 @@ def card_metadata(entry: WeightsEntry) -> str:
             metric_value=round(r.value, 4),
             metric_name=f"{r.metric} ({r.protocol})" if r.protocol else r.metric,
         )
-        for r in entry.results
+        for r in results
     ]
     data = ModelCardData(
         library_name="timm",
@@ -75,7 +80,10 @@ def percent(mean: float | None, std: float | None = None) -> str:
 def results_table(results: tuple[EvalResult, ...]) -> str:
     """A markdown table of evaluation results (mean ± std over folds where known)."""
     if not results:
-        return "_No evaluation results recorded yet._"
+        return (
+            "_No evaluation results recorded for these weights. Measure them with `timm-uscl evaluate "
+            "local-dir:EXPORT --card EXPORT`._"
+        )
     rows = ["| task | dataset | metric | value | protocol | source |", "|---|---|---|---|---|---|"]
     for r in results:
         rows.append(
@@ -84,15 +92,28 @@ def results_table(results: tuple[EvalResult, ...]) -> str:
     return "\n".join(rows)
 
 
+def run_table(run: tuple[tuple[str, str], ...]) -> str:
+    """The facts of the training run that produced the weights, as a two-column markdown table."""
+    if not run:
+        return ""
+    cells = [(key.replace("|", "\\|"), value.replace("|", "\\|")) for key, value in run]
+    return "\n".join(["| fact | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in cells)])
+
+
 def render_model_card(entry: WeightsEntry, arch: str, sha256: str) -> str:
-    """The README.md of an export: metadata, usage, preprocessing, data and licences, citations."""
+    """The README.md of an export: metadata, usage, preprocessing, data and licences, results, citations.
+
+    Only results measured on the file with this ``sha256`` are shown (:func:`timm_uscl.record.results_for`).
+    """
+    results = results_for(entry, sha256)
     return render(
         "model_card.md.j2",
-        metadata=card_metadata(entry),
+        metadata=card_metadata(entry, results),
         entry=entry,
         arch=arch,
         sha256=sha256,
-        results=results_table(entry.results),
+        run=run_table(entry.run),
+        results=results_table(results),
         mean=entry.mean[0],
         std=entry.std[0],
         size=entry.input_size[-1],

@@ -1,6 +1,6 @@
 """The ``timm-uscl`` command line. Thin: parse, call a library function, print.
 
-Plugin commands (list, export, convert, push, pull) need only the core install; the trainer's
+Plugin commands (list, export, convert, install, push, pull) need only the core install; the trainer's
 commands (pretrain, evaluate, publish-dataset) need the ``train`` extra and say so when it is missing.
 """
 
@@ -15,43 +15,70 @@ from .convert import convert, read_state_dict, to_timm_state_dict
 from .download import pull
 from .errors import USCLError
 from .export_folder import export
+from .outdir import check_out_dir
+from .store import find_installed
 from .upload import push
-from .weights import list_weights
+from .uscl import install
+from .weights import WeightsEntry, list_weights
 
 # the trainer's subcommands: import-light modules (argparse only) that load the trainer in their handlers
 _TRAINING_COMMANDS = ("pretrain", "evaluate", "publish")
 
 
+def _status(entry: WeightsEntry) -> str:
+    found = find_installed(entry.name)
+    if found is not None:
+        return f"installed at {found.folder}" + (" (also published)" if entry.published else "")
+    return "published" if entry.published else "not available"
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = [("name", "published", "input", "mean/std", "licence", "pretraining data")]
-    for e in list_weights(args.filter):
-        rows.append(
-            (
-                e.name,
-                "yes" if e.published else "no",
-                f"{e.input_size[-1]}px",
-                f"{e.mean[0]}/{e.std[0]}",
-                e.license,
-                e.pretrain_data.split(" (")[0].split(",")[0],
-            )
-        )
+    entries = list_weights(args.filter)
+    rows = [("name", "status", "input", "mean/std", "licence", "pretraining data")]
+    for e in entries:
+        data = e.pretrain_data.split(" (")[0].split(",")[0]
+        rows.append((e.name, _status(e), f"{e.input_size[-1]}px", f"{e.mean[0]}/{e.std[0]}", e.license, data))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    missing = [e for e, row in zip(entries, rows[1:]) if row[1] == "not available"]
+    if missing:
+        print("\nhow to get the tags that are not available here:")
+        for e in missing:
+            print(f"  {e.name}: {e.how_to_obtain} Then, to load it by name: timm-uscl install EXPORT --tag {e.name}")
     return 0
+
+
+def _announce_overwrite(out: str, overwrite: bool) -> None:
+    """With --overwrite, say which files go before they go (the library removes exactly these)."""
+    if overwrite:
+        folder, stale = check_out_dir(out, overwrite=True)
+        if stale:
+            print(f"--overwrite: these {len(stale)} files of {folder} will be replaced: {', '.join(stale)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     backbone, _, report = to_timm_state_dict(read_state_dict(args.weights), label=args.weights)
-    out = export(backbone, args.out, args.tag)
-    print(f"exported {args.tag} to {out} ({report.backbone_keys} tensors)")
+    _announce_overwrite(args.out, args.overwrite)
+    out = export(backbone, args.out, args.tag, overwrite=args.overwrite)
+    print(f"exported {args.tag} to {out} ({report.summary()})")
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    report = convert(args.checkpoint, args.out, arch=args.arch, weights=args.tag, keep_head=args.keep_head)
+    _announce_overwrite(args.out, args.overwrite)
+    report = convert(
+        args.checkpoint, args.out, arch=args.arch, weights=args.tag, keep_head=args.keep_head, overwrite=args.overwrite
+    )
     print(report.summary())
     print(f"wrote export folder {args.out}; load it with timm.create_model('local-dir:{args.out}', pretrained=True)")
+    return 0
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    folder = install(args.export_dir, args.tag, overwrite=args.overwrite)
+    name = folder.name
+    print(f"installed {name} at {folder}; load it by name: timm.create_model({name!r}, pretrained=True)")
     return 0
 
 
@@ -77,23 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-uscl", description="Ultrasound-pretrained backbones for timm.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list the pretrained tags of the weights table")
+    p = sub.add_parser(
+        "list", help="the pretrained tags: published, installed here, or not available (and how to get them)"
+    )
     p.add_argument("filter", nargs="?", default="*", help="fnmatch pattern on <arch>.<tag> (default: all)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("export", help="write a Hub-ready folder from a backbone state dict")
     p.add_argument("weights", help="backbone weights (.safetensors or .pth state dict, timm ResNet keys)")
     p.add_argument("--tag", required=True, help="weights-table row whose metadata the export carries")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty --out (listed first)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("convert", help="convert an original Meta-USCL/USCL checkpoint into an export folder")
     p.add_argument("checkpoint", help="e.g. resnet18_64.pth (Meta-USCL) or best_model.pth (USCL)")
     p.add_argument("--arch", default="resnet18", help="stock timm architecture of the checkpoint (default resnet18)")
     p.add_argument("--tag", default=None, help="weights-table row (default: from the file name, resnet18_{64,224})")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--keep-head", action="store_true", help="save the projection head to projection_head.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty --out (listed first)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("install", help="install an export in the local weights store: load it by tag name, offline")
+    p.add_argument("export_dir", help="an export folder (timm-uscl export / convert / pretrain)")
+    p.add_argument("--tag", default=None, help="<arch>.<tag> (default: the tag the export records)")
+    p.add_argument("--overwrite", action="store_true", help="replace an installed copy of that tag")
+    p.set_defaults(func=_cmd_install)
 
     p = sub.add_parser("push", help="upload an export folder to the Hub (token from the usual HF login/env)")
     p.add_argument("export_dir")
@@ -118,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USCLError as err:
-        print(f"timm-uscl {args.command}: error: {err}", file=sys.stderr)
+        print(f"timm-uscl {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as err:  # a trainer command without the `train` extra
         print(

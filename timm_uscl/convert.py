@@ -10,6 +10,7 @@ loaded strictly. Pickles are read only with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,49 @@ class ConversionReport:
         )
 
 
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch's zip container, a raw pickle (protocol >= 2)
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(_PICKLE_MAGIC):
+        raise CheckpointFormatError(
+            f"{path}: is a PyTorch pickle, not a safetensors file, despite its name; rename it to .pth (it is then "
+            f"read as a weights-only checkpoint)."
+        )
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointFormatError(
+            f"{path}: not a readable safetensors file ({_first_line(err)}); it may be truncated - download it again."
+        ) from err
+
+
+def _unpickle_error(path: Path, err: Exception) -> CheckpointFormatError:
+    """torch's refusal, reworded: its own advice (``weights_only=False``) is exactly what must not be done here."""
+    unsafe = _UNSAFE_GLOBAL.search(str(err))
+    if unsafe:
+        return CheckpointFormatError(
+            f"{path}: holds Python objects ({unsafe.group(1)}) that are not loaded, for safety (unpickling them can "
+            f"run arbitrary code). In a Python you trust, re-save the weights as a state dict: "
+            f"torch.save(model.state_dict(), 'weights.pth') or safetensors.torch.save_file(...), then pass that file."
+        )
+    if isinstance(err, pickle.UnpicklingError):
+        return CheckpointFormatError(
+            f"{path}: is not a PyTorch checkpoint (or is truncated or corrupt); download it again, or pass a "
+            f"state dict saved with torch.save or a .safetensors file."
+        )
+    return CheckpointFormatError(
+        f"{path}: is not a complete PyTorch checkpoint (truncated or corrupt: {type(err).__name__}); download it again."
+    )
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a weights file into a flat state dict: a ``.safetensors`` file, or a ``.pth``/``.pt`` pickle
     (``weights_only``) possibly wrapped in ``state_dict``/``model``/``weight`` (the authors' files).
@@ -63,23 +107,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Not for trainer checkpoints (optimizer and RNG state): those are :func:`timm_uscl.training.checkpoint.
     load_training_state`'s."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointFormatError(
+            f"{path}: is a directory, not a weights file; pass the model.safetensors inside it (an export folder "
+            f"loads with timm.create_model('local-dir:{path}', pretrained=True))."
+        )
     if not path.is_file():
-        raise CheckpointFormatError(f"{path}: no such checkpoint file.")
+        raise CheckpointFormatError(f"{path}: no such file.")
     if path.suffix == ".safetensors":
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointFormatError(
-                f"{path}: not a readable safetensors file ({err}); it may be truncated - download it again."
-            ) from err
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, zip/EOF errors: all mean "cannot read this safely"
-        raise CheckpointFormatError(
-            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}). It may be truncated, or hold arbitrary Python objects, which "
-            f"timm-uscl refuses to unpickle."
-        ) from err
+        raise _unpickle_error(path, err) from err
     while isinstance(obj, Mapping):
         wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
         if wrapper is None:
@@ -144,11 +184,13 @@ def convert(
     arch: str = "resnet18",
     weights: WeightsEntry | str | None = None,
     keep_head: bool = False,
+    overwrite: bool = False,
 ) -> ConversionReport:
-    """Convert an authors' checkpoint into an export folder (see :func:`timm_uscl.hub.export`).
+    """Convert an authors' checkpoint into an export folder (see :func:`timm_uscl.export`).
 
     ``weights`` names the weights-table row whose metadata (mean/std, input size, licence) the export
-    carries; by default it is inferred from ``resnet18_64.pth``/``resnet18_224.pth`` file names.
+    carries; by default it is inferred from ``resnet18_64.pth``/``resnet18_224.pth`` file names. An existing
+    non-empty ``out_dir`` is replaced only with ``overwrite`` (then no file of the old export survives).
     """
     path = Path(checkpoint)
     name = weights if weights is not None else _default_tag(path, arch)
@@ -164,7 +206,7 @@ def convert(
     backbone, head, report = to_timm_state_dict(read_state_dict(path), label=str(path))
     extra = {"projection_head.safetensors": head} if keep_head and head else None
     try:
-        export(backbone, out_dir, entry, extra_files=extra)
+        export(backbone, out_dir, entry, extra_files=extra, overwrite=overwrite)
     except CheckpointFormatError as err:
         raise CheckpointFormatError(f"{path}: {err}") from err
     return report

@@ -10,6 +10,7 @@ __all__ = [
     "ChecksumMismatchError",
     "CheckpointFormatError",
     "HubError",
+    "OutputFolderError",
 ]
 
 
@@ -42,3 +43,7 @@ class CheckpointFormatError(USCLError, ValueError):
 
 class HubError(USCLError):
     """The Hub refused a request (authentication, permissions, a missing repo) while pushing."""
+
+
+class OutputFolderError(USCLError):
+    """An output folder that would lose files: empty path, non-empty without overwrite, symlinks, subfolders."""

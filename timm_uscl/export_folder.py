@@ -1,8 +1,10 @@
 """The export folder: what plain timm loads (``local-dir:``, or ``hf-hub:`` once pushed) without this plugin.
 
-An export holds ``config.json`` naming the stock timm architecture with a complete ``pretrained_cfg``,
+An export holds ``config.json`` (written by timm's own :func:`timm.models.save_for_hf`, so it has timm's layout:
+architecture, ``model_args``, ``pretrained_cfg``; plus our ``timm_uscl`` record, see :mod:`.record`),
 ``model.safetensors`` and a ``README.md`` model card; a trainer run adds its projection head and CMW-Net beside
-the weights (never inside them).
+the weights (never inside them). Weights are checked (keys, dtype kinds, finite values) before anything is
+written, and the folder is written through :mod:`.outdir` (nothing overwritten without ``overwrite``).
 """
 
 from __future__ import annotations
@@ -16,57 +18,86 @@ from typing import Any
 
 import timm
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .archs import pretrained_cfg_for, stock_architecture
 from .cards import render_model_card
 from .checksum import sha256_file
-from .errors import CheckpointFormatError
+from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError
+from .outdir import check_out_dir, commit, staging, write_text_atomic
+from .record import RECORD_KEY, entry_from_record, export_record, results_for
+from .tensors import check_dtype_kinds, check_finite
 from .weights import EvalResult, WeightsEntry, get_weights
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "export", "export_config", "export_files", "update_card"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "CARD_NAME",
+    "export",
+    "export_files",
+    "check_export",
+    "update_card",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+_PICKLE_NAME = "pytorch_model.bin"
+_REEXPORT = "re-create the export with `timm-uscl export WEIGHTS --tag TAG --out NEW`"
 
 
-def _stock_model(arch: str) -> torch.nn.Module:
-    return timm.create_model(arch, pretrained=False, num_classes=0)
+def _model_for(arch: str, entry: WeightsEntry) -> torch.nn.Module:
+    """The stock timm model carrying the row's pretrained cfg, so save_for_hf records that cfg (not ImageNet's)."""
+    cfg = {k: v for k, v in pretrained_cfg_for(entry).items() if k not in ("hf_hub_id", "hf_hub_filename")}
+    cfg.update(tag=entry.tag, fixed_input_size=False, origin_url=f"timm-uscl:{entry.name}")
+    return timm.create_model(arch, pretrained=False, num_classes=0, pretrained_cfg=cfg)
 
 
-def export_config(entry: WeightsEntry, arch: str, num_features: int, sha256: str) -> dict[str, Any]:
-    """The ``config.json`` timm reads for ``hf-hub:``/``local-dir:`` loading (stock architecture)."""
-    cfg = pretrained_cfg_for(entry)
-    pretrained_cfg = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k not in ("hf_hub_id", "hf_hub_filename")
-    }
-    pretrained_cfg.update(tag=entry.tag, fixed_input_size=False, origin_url=f"timm-uscl:{entry.name}")
-    return {
-        "architecture": arch,
-        "num_classes": 0,
-        "num_features": num_features,
-        "global_pool": "avg",
-        "pretrained_cfg": pretrained_cfg,
-        "timm_uscl": {"name": entry.name, "sha256": sha256, "origin": entry.origin},
-    }
-
-
-def _check_state_dict(arch: str, state_dict: Mapping[str, torch.Tensor], label: str) -> torch.nn.Module:
-    model = _stock_model(arch)
-    expected, given = set(model.state_dict()), set(state_dict)
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
+def _checked_model(arch: str, entry: WeightsEntry, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """The model loaded with ``state_dict`` after refusing wrong keys, dtype kinds, shapes and non-finite values."""
+    model, label = _model_for(arch, entry), entry.name
+    reference = model.state_dict()
+    missing, unexpected = sorted(set(reference) - set(state_dict)), sorted(set(state_dict) - set(reference))
     if missing or unexpected:
         raise CheckpointFormatError(
             f"{label}: the weights do not fit timm's {arch} (missing {len(missing)} keys, e.g. {missing[:3]}; "
             f"unexpected {len(unexpected)}, e.g. {unexpected[:3]}). Pick the right --arch, or convert the "
             f"checkpoint first with `timm-uscl convert`."
         )
+    state_dict = {k: state_dict[k] for k in reference}  # the network's order: "first bad tensor" means first in it
+    check_dtype_kinds(state_dict, reference, arch, label)
+    check_finite(state_dict, label)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:  # shape mismatches: wrong depth or width
-        raise CheckpointFormatError(f"{label}: the weights do not fit timm's {arch}: {err}") from err
+        raise CheckpointFormatError(f"{label}: the weights do not fit timm's {arch}: {err}".split("\n")[0]) from err
     return model
+
+
+def _checked_extras(
+    extra_files: Mapping[str, Mapping[str, torch.Tensor]] | None, label: str
+) -> dict[str, dict[str, torch.Tensor]]:
+    extras = {}
+    for name, tensors in (extra_files or {}).items():
+        if Path(name).name != name or name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME) or name.startswith("."):
+            raise OutputFolderError(f"{label}: {name!r} cannot be an extra file of an export; use a plain file name.")
+        extras[name] = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        check_finite(extras[name], f"{label}: {name}")
+    return extras
+
+
+def _write_export(stage: Path, model: torch.nn.Module, entry: WeightsEntry, extras: Mapping[str, Any]) -> str:
+    """Weights and config.json by timm's save_for_hf, then our record and card; returns the weights' sha256."""
+    timm.models.save_for_hf(model, str(stage), safe_serialization=True)
+    digest = sha256_file(stage / WEIGHTS_NAME)
+    config = json.loads((stage / CONFIG_NAME).read_text())
+    config[RECORD_KEY] = export_record(entry, digest)
+    (stage / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (stage / CARD_NAME).write_text(render_model_card(entry, arch=config["architecture"], sha256=digest))
+    for name, tensors in extras.items():
+        save_file(tensors, stage / name)
+    return digest
 
 
 def export(
@@ -75,11 +106,16 @@ def export(
     entry: WeightsEntry | str,
     results: Iterable[EvalResult] | None = None,
     extra_files: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write a Hub-ready folder for ``entry`` from a backbone (module or state dict without its head).
 
-    ``results`` replace the row's evaluation results in the card; ``extra_files`` (e.g. the projection
-    head or CMW-Net of a training run) are saved beside the weights, never inside them.
+    ``entry`` gives the card's facts (a tag of the weights table, or a row adapted to a run). Its results reach
+    the card only when measured on exactly these weights (``results_sha256``); explicit ``results`` that were not
+    are refused: evaluate the export, then :func:`update_card`. ``extra_files`` (e.g. the projection head or CMW-Net
+    of a training run) are saved beside the weights, never inside them. A non-empty ``out_dir`` is refused unless
+    ``overwrite``, which removes exactly the files it held.
     """
     entry = get_weights(entry) if isinstance(entry, str) else entry
     if results is not None:
@@ -87,21 +123,18 @@ def export(
     arch = stock_architecture(entry.arch)
     state_dict = weights.state_dict() if isinstance(weights, torch.nn.Module) else dict(weights)
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}  # headless export
-    model = _check_state_dict(arch, state_dict, entry.name)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous().cpu()
-        for k, v in model.state_dict().items()
-    }
-    save_file(tensors, out / WEIGHTS_NAME, metadata={"format": "pt", "timm_uscl": entry.name})
-    digest = sha256_file(out / WEIGHTS_NAME)
-    for file_name, extra in (extra_files or {}).items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in extra.items()}, out / file_name)
-    config = export_config(entry, arch, int(model.num_features), digest)  # type: ignore[arg-type]
-    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    (out / CARD_NAME).write_text(render_model_card(entry, arch=arch, sha256=digest))
+    model = _checked_model(arch, entry, state_dict)
+    extras = _checked_extras(extra_files, entry.name)
+    out, stale = check_out_dir(out_dir, overwrite)
+    with staging(out) as stage:
+        digest = _write_export(stage, model, entry, extras)
+        if results is not None and results_for(entry, digest) != entry.results:
+            raise CheckpointFormatError(
+                f"{entry.name}: the results given were not measured on these weights (sha256 {digest}), so the card "
+                f"cannot show them; export without results, evaluate the export, and record its results with "
+                f"update_card (`timm-uscl evaluate local-dir:EXPORT --card EXPORT`)."
+            )
+        commit(stage, out, stale)
     return out
 
 
@@ -116,19 +149,128 @@ def export_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult]) -> Path:
-    """Re-render an export's README.md with measured evaluation results (table and model-index)."""
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointFormatError(f"{folder}: config.json is missing, so this is not an export; {_REEXPORT}.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointFormatError(
+            f"{folder}: config.json is not valid JSON ({err.msg}, line {err.lineno}); {_REEXPORT}."
+        ) from err
+    except UnicodeDecodeError as err:
+        raise CheckpointFormatError(f"{folder}: config.json is not valid JSON (not UTF-8 text); {_REEXPORT}.") from err
+    if not isinstance(config, dict):
+        raise CheckpointFormatError(f"{folder}: config.json is not valid JSON for an export (not an object).")
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        raise CheckpointFormatError(
+            f"{folder}: config.json names the architecture {arch!r}, which timm does not know; fix it (e.g. "
+            f"resnet18) or {_REEXPORT}."
+        )
+    return config
+
+
+def _weights_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointFormatError(f"{weights}: not a readable safetensors file ({err}); {_REEXPORT}.") from err
+
+
+def _model_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The head and stem config.json records (``model_args``, else the top-level ``num_classes``)."""
+    args = config.get("model_args")
+    args = args if isinstance(args, dict) else {}
+    kwargs: dict[str, Any] = {k: args[k] for k in ("num_classes", "in_chans") if isinstance(args.get(k), int)}
+    top = config.get("num_classes")
+    kwargs.setdefault("num_classes", top if isinstance(top, int) else 0)
+    return kwargs
+
+
+def _check_weights_fit(weights: Path, config: Mapping[str, Any]) -> None:
+    """The weights' keys and shapes (read from the header only) against the architecture config.json names."""
+    arch = config["architecture"]
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = timm.create_model(arch, **_model_kwargs(config))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    given = _weights_shapes(weights)
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(given) if expected[k] != given[k])
+    if missing or unexpected or shapes:
+        raise CheckpointFormatError(
+            f"{weights}: the weights do not fit config.json's architecture {arch} (missing {len(missing)} keys, "
+            f"e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]}; other shapes: {shapes[:2]}); "
+            f"fix the architecture in config.json, or {_REEXPORT}."
+        )
+
+
+def check_export(export_dir: str | os.PathLike) -> dict[str, Any]:
+    """Validate a timm-uscl export up front and return its parsed config.json.
+
+    Checks, cheapest first: config.json parses, names an architecture timm knows and carries a complete
+    ``timm_uscl`` record; model.safetensors exists (not only a pytorch_model.bin), its header fits that
+    architecture, and its sha256 is the one config.json records. Every failure is one line naming the file and
+    the fix, so callers (push, install, ``evaluate --card``) can refuse before any expensive work.
+    """
     folder = Path(export_dir)
-    export_files(folder)
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    pretrained_cfg = config["pretrained_cfg"]
-    entry = replace(
-        get_weights(config["timm_uscl"]["name"]),
-        input_size=tuple(pretrained_cfg["input_size"]),
-        mean=tuple(pretrained_cfg["mean"]),
-        std=tuple(pretrained_cfg["std"]),
-        results=tuple(results),
-    )
+    if not folder.is_dir():
+        raise CheckpointFormatError(
+            f"{folder}: not a folder; give an export folder (config.json, model.safetensors, README.md)."
+        )
+    config = _read_config(folder)
+    entry_from_record(config, str(folder / CONFIG_NAME))
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        if (folder / _PICKLE_NAME).is_file():
+            raise CheckpointFormatError(
+                f"{folder}: holds only {_PICKLE_NAME}; a timm-uscl export carries model.safetensors (pickles are not "
+                f"loaded): convert it with `timm-uscl export {folder / _PICKLE_NAME} --tag TAG --out NEW`."
+            )
+        raise CheckpointFormatError(f"{folder}: model.safetensors is missing; {_REEXPORT}.")
+    _check_weights_fit(weights, config)
+    digest, recorded = sha256_file(weights), config[RECORD_KEY]["sha256"]
+    if digest != recorded:
+        raise ChecksumMismatchError(
+            f"{weights}: sha256 is {digest} but config.json records {recorded}: the weights changed after export; "
+            f"{_REEXPORT}."
+        )
+    return config
+
+
+def _merge(old: tuple[EvalResult, ...], new: tuple[EvalResult, ...]) -> tuple[EvalResult, ...]:
+    """New results replace old ones of the same task, dataset, metric and protocol; the others are kept."""
+    keys = {(r.task, r.dataset, r.metric, r.protocol) for r in new}
+    return tuple(r for r in old if (r.task, r.dataset, r.metric, r.protocol) not in keys) + new
+
+
+def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult], measured_sha256: str | None) -> Path:
+    """Record measured results in an export (config.json's record) and re-render its README.md from that record.
+
+    ``measured_sha256`` is the sha256 of the weights file the results were measured on; it must be this export's
+    model.safetensors (and the sha256 config.json records), else nothing is written. Earlier results of other
+    tasks are kept. The card is rendered from the export's own record, never from the weights table.
+    """
+    folder = Path(export_dir)
+    config = check_export(folder)
+    recorded = config[RECORD_KEY]["sha256"]
+    if measured_sha256 != recorded:
+        what = (
+            "carry no sha256" if measured_sha256 is None else f"were measured on weights with sha256 {measured_sha256}"
+        )
+        raise CheckpointFormatError(
+            f"{folder}: the results {what}, not this export's model.safetensors (sha256 {recorded}), so its card "
+            f"cannot show them; evaluate the export itself: `timm-uscl evaluate local-dir:{folder} --card {folder}`."
+        )
+    new = tuple(results)
+    if not all(r.measured for r in new):
+        raise CheckpointFormatError(f"{folder}: update_card records only results measured by timm-uscl.")
+    entry = entry_from_record(config, str(folder / CONFIG_NAME))
+    entry = replace(entry, results=_merge(results_for(entry, recorded), new), results_sha256=recorded)
+    config[RECORD_KEY] = export_record(entry, recorded)
+    write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     card = folder / CARD_NAME
-    card.write_text(render_model_card(entry, arch=config["architecture"], sha256=sha256_file(folder / WEIGHTS_NAME)))
+    write_text_atomic(card, render_model_card(entry, arch=config["architecture"], sha256=recorded))
     return card

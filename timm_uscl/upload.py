@@ -1,19 +1,46 @@
-"""Pushing an export folder to the Hub; the token comes from the usual HF login or ``HF_TOKEN``, never printed."""
+"""Pushing an export folder to the Hub; the token comes from the usual HF login or ``HF_TOKEN``, never printed.
+
+A dry run checks exactly what a real push checks before it uploads (the repo id, then the export with
+:func:`~timm_uscl.export_folder.check_export`), so ``--dry-run`` passing means the push would start.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
-from .checksum import sha256_file
 from .errors import HubError
-from .export_folder import WEIGHTS_NAME, export_files
+from .export_folder import check_export, export_files
+from .record import RECORD_KEY
 
-__all__ = ["PushResult", "push"]
+__all__ = ["PushResult", "push", "check_repo_id"]
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's base error, whichever huggingface_hub this is: httpx2's (2.x), httpx's (1.x) or requests'
+    (0.x). Unreachable hosts, TLS failures and timeouts raise these, not OSError."""
+    for module, name in (
+        ("huggingface_hub.errors", "HTTPError"),
+        ("httpx", "HTTPError"),
+        ("requests", "RequestException"),
+    ):
+        try:
+            error = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(error, type) and issubclass(error, BaseException):
+            return (error,)
+    return ()
+
+
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (HfHubHTTPError, OSError, *_transport_errors())
 
 
 @dataclass(frozen=True)
@@ -25,6 +52,25 @@ class PushResult:
     dry_run: bool
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse what the Hub would refuse (``../../etc``, spaces, three parts) before any request."""
+    try:
+        validate_repo_id(repo_id)
+        if repo_id.count("/") != 1:
+            raise HFValidationError("a model repo id is ORG/NAME")
+    except HFValidationError as err:
+        reason = str(err).splitlines()[0] if str(err) else "invalid"
+        raise HubError(
+            f"{repo_id!r} is not a valid Hub repo id ({reason}); use ORG/NAME, e.g. "
+            f"timm-uscl/resnet18_uscl.metauscl_covidblues_64."
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def push(
     export_dir: str | os.PathLike,
     repo_id: str,
@@ -32,19 +78,21 @@ def push(
     dry_run: bool = False,
     commit_message: str = "Upload timm-uscl export",
 ) -> PushResult:
-    """Create the repo if needed and upload an export folder."""
+    """Validate, then create the repo if needed and upload an export folder (``dry_run``: validate only)."""
     folder = Path(export_dir)
+    check_repo_id(repo_id)
+    digest = check_export(folder)[RECORD_KEY]["sha256"]
     files = export_files(folder)
-    digest = sha256_file(folder / WEIGHTS_NAME)
     if dry_run:
         return PushResult(repo_id, "", digest, tuple(files), True)
     api = HfApi(library_name="timm-uscl")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
-    except HfHubHTTPError as err:
+    except _NETWORK_ERRORS as err:  # HTTP errors, and the transport's (unreachable Hub, TLS, timeouts)
         raise HubError(
-            f"push of {folder} to {repo_id} failed: {str(err).splitlines()[0]}. Check that you are logged in "
-            f"(`hf auth login` or HF_TOKEN) with write access to that namespace."
+            f"push of {folder} to {repo_id} at {hf_constants.ENDPOINT} failed ({_first_line(err)}). Check the "
+            f"network and HF_ENDPOINT, and that you are logged in (`hf auth login` or HF_TOKEN) with write access "
+            f"to that namespace."
         ) from err
     return PushResult(repo_id, info.oid, digest, tuple(files), False)

@@ -2,12 +2,19 @@
 
 The architectures (:mod:`.archs`) are timm's own ResNets built through the public :func:`build_model_with_cfg`,
 so every timm feature works (``features_only``, ``forward_intermediates``, ``in_chans=1``, ...). The pretrained
-cfgs are generated from :data:`timm_uscl.weights.WEIGHTS`; loading pretrained weights goes through
-:func:`timm_uscl.download.fetch_weights`, which pins the revision and verifies the sha256 before timm reads a byte.
+cfgs are generated from :data:`timm_uscl.weights.WEIGHTS`, and the registry is honest about them: every tag is
+registered (``get_pretrained_cfg``, ``create_model`` without weights), but ``timm.list_pretrained`` lists a tag
+only when its weights can load here, i.e. it is published (fetched at its pinned revision) or installed in the
+local store (:mod:`.store`). Loading verifies the sha256 before timm reads a byte; a tag without weights raises
+:class:`~timm_uscl.errors.WeightsNotPublishedError` saying how to obtain them, never random weights.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
@@ -15,12 +22,43 @@ from timm.models.resnet import ResNet
 
 from .archs import ARCHITECTURES, ArchSpec, pretrained_cfg_for, stock_architecture
 from .download import fetch_weights
-from .weights import WEIGHTS, get_weights
+from .errors import WeightsNotPublishedError
+from .store import Installed, add, find_installed, installed, store_root, verified
+from .weights import WEIGHTS, WeightsEntry, get_weights
 
-__all__ = ["ARCHITECTURES", "ArchSpec", "stock_architecture", "resnet18_uscl", "resnet50_uscl"]
+__all__ = [
+    "ARCHITECTURES",
+    "ArchSpec",
+    "stock_architecture",
+    "resnet18_uscl",
+    "resnet50_uscl",
+    "refresh_registry",
+    "install",
+]
+
+
+def _as_installed(entry: WeightsEntry, found: Installed | None) -> WeightsEntry:
+    """The row with the installed export's preprocessing: loading by name gives what the weights were made with."""
+    return entry if found is None else replace(entry, input_size=found.input_size, mean=found.mean, std=found.std)
+
+
+def _registry_cfg(entry: WeightsEntry, found: Installed | None) -> dict[str, Any]:
+    """A tag's timm cfg; it "has weights" (timm lists it as pretrained) only when published or installed."""
+    cfg = pretrained_cfg_for(_as_installed(entry, found))
+    if not entry.published:
+        cfg.update(hf_hub_id=None, hf_hub_filename=None)
+    if found is not None:
+        cfg["file"] = str(found.weights)
+    return cfg
+
+
+def _default_cfgs() -> dict:
+    found = installed()
+    return generate_default_cfgs({name: _registry_cfg(entry, found.get(name)) for name, entry in WEIGHTS.items()})
+
 
 # Must be defined before the @register_model functions: the decorator reads the module's default_cfgs.
-default_cfgs = generate_default_cfgs({name: pretrained_cfg_for(entry) for name, entry in WEIGHTS.items()})
+default_cfgs = _default_cfgs()
 
 
 def _uses_registry_weights(pretrained_cfg: Any, overlay: dict | None) -> bool:
@@ -30,13 +68,27 @@ def _uses_registry_weights(pretrained_cfg: Any, overlay: dict | None) -> bool:
     return not any((overlay or {}).get(k) for k in ("file", "url", "hf_hub_id", "state_dict", "source"))
 
 
+def _weights_source(entry: WeightsEntry, cache_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """The cfg overlay that makes timm load the tag's verified weights: installed copy first, then the Hub."""
+    found = find_installed(entry.name)
+    if found is not None:
+        cfg = pretrained_cfg_for(_as_installed(entry, found))
+        return {"file": str(verified(found)), **{k: cfg[k] for k in ("input_size", "pool_size", "mean", "std")}}
+    if entry.published:
+        return {"file": str(fetch_weights(entry, cache_dir=cache_dir))}
+    raise WeightsNotPublishedError(
+        f"{entry.name}: the weights of this tag are not published on the Hub yet and not installed in the local "
+        f"weights store ({store_root()}), so pretrained=True cannot load them. {entry.how_to_obtain} To load an "
+        f"export by this name (offline too): `timm-uscl install EXPORT --tag {entry.name}`."
+    )
+
+
 def _create(arch: str, pretrained: bool, **kwargs: Any) -> ResNet:
     if pretrained and _uses_registry_weights(kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")):
         default = get_pretrained_cfg(arch)
         tag = kwargs.get("pretrained_cfg") or (default.tag if default is not None else None)  # a tag, or the default
-        entry = get_weights(f"{arch}.{tag}")
-        path = fetch_weights(entry, cache_dir=kwargs.get("cache_dir"))
-        kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "file": str(path)}
+        source = _weights_source(get_weights(f"{arch}.{tag}"), kwargs.get("cache_dir"))
+        kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), **source}
     spec = ARCHITECTURES[arch]
     return build_model_with_cfg(ResNet, arch, pretrained, block=spec.block, layers=spec.layers, **kwargs)
 
@@ -51,3 +103,29 @@ def resnet18_uscl(pretrained: bool = False, **kwargs: Any) -> ResNet:
 def resnet50_uscl(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """ResNet-50 with ultrasound contrastive pretraining."""
     return _create("resnet50_uscl", pretrained, **kwargs)
+
+
+def refresh_registry() -> None:
+    """Rebuild the tags' cfgs from the weights table and the local store, and register them again.
+
+    timm has no API to change a registered cfg, so the architectures are registered again through the public
+    ``register_model`` (timm's "Overwriting ... in registry" warning is expected here and silenced).
+    """
+    global default_cfgs
+    default_cfgs = _default_cfgs()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Overwriting \w+_uscl in registry")
+        for entrypoint in (resnet18_uscl, resnet50_uscl):
+            register_model(entrypoint)
+
+
+def install(export_dir: str | os.PathLike, tag: str | None = None, overwrite: bool = False) -> Path:
+    """Install an export into the local weights store, so ``create_model(tag, pretrained=True)`` loads it by name.
+
+    The export is validated first (:func:`timm_uscl.export_folder.check_export`); ``tag`` defaults to the one it
+    records. Returns the installed folder. The registry of this process is refreshed at once; other processes see
+    the tag when they import timm_uscl.
+    """
+    folder = add(export_dir, tag, overwrite)
+    refresh_registry()
+    return folder

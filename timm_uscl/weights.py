@@ -44,7 +44,12 @@ class EvalResult:
     value: float  # in [0, 1] for ratios
     std: float | None = None  # across folds
     protocol: str = ""  # e.g. "fine-tune last block, 5 folds, final epoch"
-    source: str = "measured"  # "measured (benchmarks/RESULTS.md)" or where the number was read
+    source: str = "measured"  # "measured: ..." (on weights of a known sha256), or where the number was read
+
+    @property
+    def measured(self) -> bool:
+        """Measured by timm-uscl (as opposed to a figure reported elsewhere, e.g. the authors' README)."""
+        return self.source.startswith("measured")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class WeightsEntry:
     published: bool = False
     results: tuple[EvalResult, ...] = field(default_factory=tuple)
     datasets: tuple[str, ...] = ()  # Hub dataset ids for the card's metadata
+    # sha256 of the weights file the MEASURED results were measured on: a card shows them only for that file
+    results_sha256: str | None = None
+    run: tuple[tuple[str, str], ...] = ()  # facts about the run that made the weights (the card's "Training run")
 
     @property
     def name(self) -> str:
@@ -107,6 +115,8 @@ _CONVERT = (
 )
 
 
+# The weights these were measured on were never kept, so their sha256 is unknown: the rows leave results_sha256
+# None and no export card ever shows these numbers (they stay here and in benchmarks/RESULTS.md).
 _CPU_BUDGET = "measured: scripts/reproduce.sh at the CPU budget (20 pretraining epochs), benchmarks/RESULTS.md"
 
 
