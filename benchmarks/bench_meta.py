@@ -1,14 +1,20 @@
 """Cost of the Meta-USCL step against a plain SimCLR step, measured in the same run.
 
-Variants (one model copy each, same init, interleaved round-robin so that load drift hits all of them):
+Variants (one model copy each, same init, interleaved round-robin so that load drift hits all of them); every
+variant forwards each view apart (``bn_views="per_view"``, the reference's BatchNorm batching and the default)
+unless its name ends in ``-joint`` (both views as one BatchNorm batch):
   plain        `plain_step` (the baseline of every ratio)
-  meta         `meta_step`, exact, default route (linearised tangent pass over the real forward's activations)
+  plain-joint  `plain_step`, joint (the baseline of meta-joint)
+  meta         `meta_step`, exact, default route (linearised tangent pass over the real forwards' activations)
+  meta-joint   `meta_step`, exact, default route, joint
   meta-jvp     `meta_step`, exact, forward-mode ``torch.func.jvp`` (recomputes the primal forward)
   meta-dbl     `meta_step`, exact, double backward through the reused forward
   naive        the textbook functional_call lookahead: separate virtual forward, create_graph, θ'(α) graph,
                meta backward into α, then a separate real forward/backward
   approx       `meta_step` with the lookahead restricted to ``--approx-prefixes`` (APPROXIMATION); its accuracy
                is the cosine similarity of its α-gradient with the exact one on the same state
+  *-graphs     with ``--graphs`` (CUDA): plain, meta and meta-joint replayed as CUDA graphs (`StepGraphs`), the
+               warm-up steps (eager, then the capture) excluded from the measured ones
 
 Peak memory: CUDA max_memory_allocated per variant; on CPU the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) minus the RSS before the step, with glibc's mmap threshold lowered so freed tensors go
@@ -16,6 +22,7 @@ back to the OS (the script re-executes itself with MALLOC_MMAP_THRESHOLD_ set).
 
     python benchmarks/bench_meta.py --sizes 64 112                       # CPU
     python benchmarks/bench_meta.py --device cuda --bf16 --channels-last --sizes 64 112 224
+    python benchmarks/bench_meta.py --device cuda --sizes 64 --graphs --skip meta-jvp meta-dbl approx naive
 """
 
 from __future__ import annotations
@@ -33,19 +40,26 @@ import torch
 from torch.func import functional_call
 
 from timm_uscl.training.losses import nt_xent, weighted_mean
-from timm_uscl.training.meta import MetaStepConfig, cmw_optimizer, hypergradient, meta_step, plain_step
+from timm_uscl.training.meta import MetaStepConfig, StepGraphs, cmw_optimizer, hypergradient, meta_step, plain_step
+from timm_uscl.training.meta.forward import bn_batches
 from timm_uscl.training.meta.tangent import Tape
 from timm_uscl.training.model import CMWNet, ContrastiveModel
 
 
+def _views(fn, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn`` on each BatchNorm batch of the pair (per_view: each view alone), outputs concatenated, float32."""
+    outs = [fn(x) for x in bn_batches(a, b, "per_view")]
+    return torch.cat([o[0] for o in outs]).float(), torch.cat([o[1] for o in outs]).float()
+
+
 def naive_step(model, cmw, opt, copt, x1, x2, m1, m2, autocast: bool, temperature: float = 0.5) -> None:
-    """The straightforward exact lookahead (Meta-Weight-Net / reference structure, with functional_call)."""
+    """The straightforward exact lookahead (Meta-Weight-Net / reference structure, with functional_call),
+    each view forwarded apart as in the reference."""
     n, dev = x1.shape[0], x1.device.type
     params = dict(model.named_parameters())
     buffers = {k: b.clone() for k, b in model.named_buffers()}
     with torch.autocast(dev, torch.bfloat16, enabled=autocast):
-        h, z = functional_call(model, (params, buffers), (torch.cat([x1, x2]),))
-    h, z = h.float(), z.float()
+        h, z = _views(lambda x: functional_call(model, (params, buffers), (x,)), x1, x2)
     virtual = weighted_mean(nt_xent(z[:n], z[n:], temperature, False), cmw(h[:n], h[n:]), False)
     grads = torch.autograd.grad(virtual, list(params.values()), create_graph=True)
     group = opt.param_groups[0]
@@ -56,31 +70,31 @@ def naive_step(model, cmw, opt, copt, x1, x2, m1, m2, autocast: bool, temperatur
         theta[k] = p - group["lr"] * (d if buf is None else group["momentum"] * buf + d)
     buffers = {k: b.clone() for k, b in model.named_buffers()}
     with torch.autocast(dev, torch.bfloat16, enabled=autocast):
-        _, zm = functional_call(model, (theta, buffers), (torch.cat([m1, m2]),))
-    meta = nt_xent(zm[:n].float(), zm[n:].float(), temperature, False).mean()
+        _, zm = _views(lambda x: functional_call(model, (theta, buffers), (x,)), m1, m2)
+    meta = nt_xent(zm[:n], zm[n:], temperature, False).mean()
     copt.zero_grad(set_to_none=True)
     meta.backward(inputs=list(cmw.parameters()))
     copt.step()
     with torch.autocast(dev, torch.bfloat16, enabled=autocast):
-        h, z = model(torch.cat([x1, x2]))
+        h, z = _views(model, x1, x2)
     with torch.no_grad():
-        w = cmw(h[:n].float(), h[n:].float())
-    loss = weighted_mean(nt_xent(z[:n].float(), z[n:].float(), temperature), w)
+        w = cmw(h[:n], h[n:])
+    loss = weighted_mean(nt_xent(z[:n], z[n:], temperature), w)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
-def _plain_variant(model, opt, bf16: bool, b: list[torch.Tensor]) -> None:
-    plain_step(model, opt, b[0], b[1], autocast=bf16)
+def _plain_variant(model, opt, bf16: bool, bn_views: str, step, b: list[torch.Tensor]) -> None:
+    step(model, opt, b[0], b[1], autocast=bf16, bn_views=bn_views)
 
 
 def _naive_variant(model, cmw, opt, copt, bf16: bool, b: list[torch.Tensor]) -> None:
     naive_step(model, cmw, opt, copt, b[0], b[1], b[2], b[3], bf16)
 
 
-def _meta_variant(model, cmw, opt, copt, config: MetaStepConfig, b: list[torch.Tensor]) -> None:
-    meta_step(model, cmw, opt, copt, *b, config=config)
+def _meta_variant(model, cmw, opt, copt, config: MetaStepConfig, step, b: list[torch.Tensor]) -> None:
+    step(model, cmw, opt, copt, *b, config=config)
 
 
 def _rss_kib(field: str) -> int:
@@ -109,6 +123,43 @@ def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, float,
     return time.perf_counter() - t, time.process_time() - cpu, peak / 2**20
 
 
+def _variants(base, base_cmw, args: argparse.Namespace):
+    """Each variant's step on its own copy of the same model: name -> (step on a batch list, (model, cmw, opt))."""
+    configs = {
+        "meta": MetaStepConfig(autocast=args.bf16),
+        "meta-joint": MetaStepConfig(autocast=args.bf16, bn_views="joint"),
+        "meta-jvp": MetaStepConfig(autocast=args.bf16, hypergrad="jvp"),
+        "meta-dbl": MetaStepConfig(autocast=args.bf16, hypergrad="double_backward"),
+        "approx": MetaStepConfig(autocast=args.bf16, lookahead=tuple(args.approx_prefixes)),
+    }
+    names = ["plain", "plain-joint", *configs, "naive"]
+    if args.graphs:
+        names += ["plain-graphs", "meta-graphs", "meta-joint-graphs"]
+    variants: dict[str, Callable[[list[torch.Tensor]], None]] = {}
+    states, graph_runs = {}, {}
+    for name in names:
+        if name in args.skip:
+            continue
+        model, cmw = copy.deepcopy(base), copy.deepcopy(base_cmw)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        copt = cmw_optimizer(cmw)
+        states[name] = (model, cmw, opt)
+        base_name = name.removesuffix("-graphs")
+        graphs = StepGraphs("auto", warmup=2) if name.endswith("-graphs") else None  # auto: a failure is printed
+        if graphs is not None:
+            graph_runs[name] = graphs
+        if base_name.startswith("plain"):
+            bn_views = "joint" if base_name == "plain-joint" else "per_view"
+            step = graphs.plain_step if graphs is not None else plain_step
+            variants[name] = functools.partial(_plain_variant, model, opt, args.bf16, bn_views, step)
+        elif name == "naive":
+            variants[name] = functools.partial(_naive_variant, model, cmw, opt, copt, args.bf16)
+        else:
+            step = graphs.meta_step if graphs is not None else meta_step
+            variants[name] = functools.partial(_meta_variant, model, cmw, opt, copt, configs[base_name], step)
+    return variants, states, configs, graph_runs
+
+
 def run(size: int, args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the trainer; the warm-up rounds absorb the tuning
@@ -120,78 +171,84 @@ def run(size: int, args: argparse.Namespace) -> None:
     def batch() -> torch.Tensor:
         return torch.randn(args.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
 
-    exact = MetaStepConfig(autocast=args.bf16)
-    configs = {
-        "meta": exact,
-        "meta-jvp": MetaStepConfig(autocast=args.bf16, hypergrad="jvp"),
-        "meta-dbl": MetaStepConfig(autocast=args.bf16, hypergrad="double_backward"),
-        "approx": MetaStepConfig(autocast=args.bf16, lookahead=tuple(args.approx_prefixes)),
-    }
-    variants: dict[str, Callable[[list[torch.Tensor]], None]] = {}
-    states = {}
-    for name in ["plain", *configs, "naive"]:
-        if name in args.skip:
-            continue
-        model, cmw = copy.deepcopy(base), copy.deepcopy(base_cmw)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        copt = cmw_optimizer(cmw)
-        states[name] = (model, cmw, opt)
-        if name == "plain":
-            variants[name] = functools.partial(_plain_variant, model, opt, args.bf16)
-        elif name == "naive":
-            variants[name] = functools.partial(_naive_variant, model, cmw, opt, copt, args.bf16)
-        else:
-            variants[name] = functools.partial(_meta_variant, model, cmw, opt, copt, configs[name])
-
+    variants, states, configs, graph_runs = _variants(base, base_cmw, args)
+    warmup = max(args.warmup, 3) if args.graphs else args.warmup  # graphs: 2 eager steps, then the capture
     walls: dict[str, list[float]] = {k: [] for k in variants}
     cpus: dict[str, list[float]] = {k: [] for k in variants}
     peaks: dict[str, float] = {k: 0.0 for k in variants}
-    for i in range(args.warmup + args.steps):
+    for i in range(warmup + args.steps):
         b = [batch() for _ in range(4)]
         for name, fn in variants.items():
             wall, cpu, peak = measure(functools.partial(fn, b), device)
-            if i >= args.warmup:
+            if i >= warmup:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
                 peaks[name] = max(peaks[name], peak)
 
     med = {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in variants}
+    _report(size, args, med, walls, peaks)
+    for name, graphs in graph_runs.items():  # every measured step must be a replay, else the figure is eager's
+        print(f"{name}: {graphs.stats.captures} capture(s), {graphs.stats.replays} replays, {graphs.stats.eager} eager")
+        if graphs.stats.reason is not None or graphs.stats.failed:
+            print(f"  {name} ran eagerly: {graphs.stats.reason} {graphs.stats.failed or ''}")
+    if "meta" in states:
+        model, cmw, opt = states["meta"]
+        _accuracy(model, cmw, opt, [batch() for _ in range(4)], configs, args)
+
+
+def _report(size: int, args: argparse.Namespace, med, walls, peaks) -> None:
     plain = med.get("plain", (float("nan"), float("nan")))
     print(
         f"\n{args.model} {size}x{size}, {args.batch} pairs, {args.device}, bf16={args.bf16}, "
         f"channels_last={args.channels_last}, threads={torch.get_num_threads()}, median of {args.steps}"
     )
     print(
-        f"{'variant':10s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s} {'pairs/s':>8s} {'peak MiB':>9s}"
+        f"{'variant':18s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s} {'pairs/s':>8s} {'peak MiB':>9s}"
         "  wall ms per step"
     )
     for name, (wall, cpu) in med.items():
         print(
-            f"{name:10s} {1e3 * wall:8.1f} {wall / plain[0]:6.2f} {1e3 * cpu:8.1f} {cpu / plain[1]:6.2f} "
+            f"{name:18s} {1e3 * wall:8.1f} {wall / plain[0]:6.2f} {1e3 * cpu:8.1f} {cpu / plain[1]:6.2f} "
             f"{args.batch / wall:8.1f} {peaks[name]:9.0f}  " + " ".join(f"{1e3 * t:.1f}" for t in walls[name])
         )
+    for meta, base in [("meta", "plain"), ("meta-joint", "plain-joint"), ("meta-graphs", "plain-graphs")]:
+        if meta in med and base in med:
+            print(
+                f"{meta} / {base}: {med[meta][1] / med[base][1]:.2f} (CPU time), {med[meta][0] / med[base][0]:.2f} "
+                "(wall)"
+            )
+    for graphed in ("plain-graphs", "meta-graphs", "meta-joint-graphs"):
+        eager = graphed.removesuffix("-graphs")
+        if graphed in med and eager in med:
+            print(f"{graphed}: {1e3 * med[graphed][0]:.2f} ms wall, {med[eager][0] / med[graphed][0]:.2f}x eager")
 
-    if "meta" in states:  # accuracy on one shared state: routes against the full-precision JVP route
-        model, cmw, opt = states["meta"]
-        b = [batch() for _ in range(4)]
-        x = torch.cat(b[:2])
 
-        def alpha_gradient(cfg: MetaStepConfig) -> torch.Tensor:
+def _accuracy(model, cmw, opt, b: list[torch.Tensor], configs: dict[str, MetaStepConfig], args) -> None:
+    """On one shared state: each route's α-gradient against the full-precision JVP route, and the two BatchNorm
+    batchings against each other (how far apart the two algorithms are)."""
+    device = b[0].device
+
+    def alpha_gradient(cfg: MetaStepConfig) -> torch.Tensor:
+        tapes, outs = [], []
+        for x in bn_batches(b[0], b[1], cfg.bn_views):
             with Tape(model) as tape, torch.autocast(device.type, torch.bfloat16, enabled=cfg.autocast):
-                h, z = model(x)
-            grads, _ = hypergradient(model, cmw, opt, x, h.float(), z.float(), b[2], b[3], cfg, tape)
-            return torch.cat([g.flatten() for g in grads])
+                outs.append(model(x))
+            tapes.append(tape)
+        h, z = (torch.cat([o[i] for o in outs]).float() for i in range(2))
+        grads, _ = hypergradient(model, cmw, opt, (b[0], b[1]), h, z, (b[2], b[3]), cfg, tapes)
+        return torch.cat([g.flatten() for g in grads])
 
-        reference = alpha_gradient(MetaStepConfig(hypergrad="jvp"))
-        for name, cfg in [("meta", exact), ("meta-dbl", configs["meta-dbl"]), ("approx", configs["approx"])]:
-            if name in states:
-                got = alpha_gradient(cfg)
-                cos = torch.nn.functional.cosine_similarity(got, reference, dim=0)
-                print(
-                    f"{name} vs exact fp32 alpha-gradient: cosine {cos:.4f}, norm ratio "
-                    f"{got.norm() / reference.norm():.4f}"
-                    + (f" (prefixes {', '.join(args.approx_prefixes)})" if name == "approx" else "")
-                )
+    def compare(name: str, got: torch.Tensor, reference: torch.Tensor, note: str = "") -> None:
+        cos = torch.nn.functional.cosine_similarity(got, reference, dim=0)
+        print(f"{name}: cosine {cos:.4f}, norm ratio {got.norm() / reference.norm():.4f}{note}")
+
+    reference = alpha_gradient(MetaStepConfig(hypergrad="jvp"))
+    for name in ("meta", "meta-dbl", "approx"):
+        if name in configs and name not in args.skip:
+            note = f" (prefixes {', '.join(args.approx_prefixes)})" if name == "approx" else ""
+            compare(f"{name} vs exact fp32 alpha-gradient", alpha_gradient(configs[name]), reference, note)
+    joint = alpha_gradient(MetaStepConfig(hypergrad="jvp", bn_views="joint"))
+    compare("joint vs per_view exact fp32 alpha-gradient (two algorithms)", joint, reference)
 
 
 def main() -> None:
@@ -209,6 +266,7 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--approx-prefixes", nargs="+", default=["backbone.layer4.", "head."])
     p.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
+    p.add_argument("--graphs", action="store_true", help="add plain, meta and meta-joint as CUDA graphs (CUDA)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import timm
 import torch
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-__all__ = ["ProjectionHead", "ContrastiveModel", "CMWNet"]
+from .errors import ConfigError
+
+__all__ = ["INITS", "ProjectionHead", "ContrastiveModel", "CMWNet", "torchvision_init_"]
 
 
 class ProjectionHead(nn.Module):
@@ -27,11 +30,39 @@ class ProjectionHead(nn.Module):
         return self.l2(self.act(self.l1(h)))
 
 
+INITS = ("timm", "torchvision")
+
+
+def torchvision_init_(backbone: nn.Module) -> None:
+    """Start a timm ResNet as torchvision's ResNet starts (the reference's backbone, ``zero_init_residual=False``).
+
+    timm's ResNet init already is torchvision's rule for every other tensor: convolutions kaiming_normal_
+    (fan_out, relu), BatchNorm weight 1 and bias 0 (downsample BatchNorm included), no convolution biases.
+    The one difference is timm's ``zero_init_last=True``: the last BatchNorm weight of every residual branch
+    starts at 0, so each block starts as the identity. Here it is set back to 1. Nothing is drawn, so the
+    same seed gives the same convolution weights under both inits.
+    """
+    if not isinstance(backbone, ResNet):
+        raise ConfigError(
+            f"init='torchvision' is torchvision's ResNet initialisation; the backbone is a "
+            f"{type(backbone).__name__}, not a timm ResNet: use init='timm'"
+        )
+    for block in backbone.modules():
+        if isinstance(block, (BasicBlock, Bottleneck)):
+            last: nn.Module = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+            if isinstance(last, nn.modules.batchnorm._NormBase) and last.weight is not None:
+                nn.init.ones_(last.weight)
+
+
 class ContrastiveModel(nn.Module):
     """A timm backbone without classifier, followed by a `ProjectionHead`; ``forward`` returns ``(h, z)``.
 
     ``backbone`` is a timm model name (created with ``num_classes=0`` so its output is the pooled feature) or a
-    ready module exposing ``num_features`` (tests use a tiny CNN).
+    ready module exposing ``num_features`` (tests use a tiny CNN). ``init`` is how a ResNet backbone starts from
+    scratch: ``"timm"`` as timm creates it (the last BatchNorm weight of each residual branch zeroed), or
+    ``"torchvision"`` as the reference's torchvision ResNet (`torchvision_init_`; ResNets only, and never with
+    ``pretrained=True``, whose weights it would overwrite). The head is ``nn.Linear``'s default init, as the
+    reference's.
     """
 
     def __init__(
@@ -43,10 +74,14 @@ class ContrastiveModel(nn.Module):
         **backbone_kwargs,
     ) -> None:
         super().__init__()
-        if init != "timm":
-            raise NotImplementedError(f"init={init!r}")
+        if init not in INITS:
+            raise ConfigError(f"init={init!r}: choose timm or torchvision")
+        if pretrained and init != "timm":
+            raise ConfigError(f"init={init!r} starts from scratch, pretrained=True loads weights: pass init='timm'")
         if isinstance(backbone, str):
             backbone = timm.create_model(backbone, num_classes=0, pretrained=pretrained, **backbone_kwargs)
+        if init == "torchvision":
+            torchvision_init_(backbone)
         self.backbone = backbone
         self.num_features = int(backbone.num_features)  # type: ignore[arg-type]  # a timm model's int attribute
         self.head = ProjectionHead(self.num_features, self.num_features, feat_dim)

@@ -2,7 +2,8 @@
 
 One module per idea: :mod:`.step` (the iteration: ``plain_step``, ``meta_step``), :mod:`.hypergrad` (dL_meta/dα),
 :mod:`.virtual_sgd` (the optimizer's mirror), :mod:`.tangent` (J·d from the recorded forward), :mod:`.forward`
-(autocast and functional forwards) and :mod:`.config`. The names below are imported lazily.
+(BatchNorm batches, autocast and functional forwards), :mod:`.graphs` (the steps as CUDA graphs) and
+:mod:`.config`. The names below are imported lazily.
 """
 
 from .._lazy import lazy_exports
@@ -14,6 +15,8 @@ _EXPORTS = {
     "meta_step": ".step",
     "cmw_optimizer": ".step",
     "hypergradient": ".hypergrad",
+    "StepGraphs": ".graphs",
+    "GraphStats": ".graphs",
     "Tape": ".tangent",
     "tangent": ".tangent",
     "unsupported_reason": ".tangent",

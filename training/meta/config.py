@@ -18,7 +18,8 @@ class MetaStepConfig:
     lookahead: tuple[str, ...] | None = None  # parameter-name prefixes: APPROXIMATION, None = exact
     autocast: bool = False  # bf16 autocast for the backbone passes (losses stay in float32)
     gather: bool = True  # real step: negatives from all ranks
-    bn_views: Literal["joint", "per_view"] = "joint"  # BatchNorm batches: both views at once, or each view apart
+    # BatchNorm batches: each view forwarded apart (the reference, the default), or both views as one batch
+    bn_views: Literal["per_view", "joint"] = "per_view"
 
     def due(self, step: int) -> bool:
         """Whether iteration ``step`` updates CMW-Net (and so needs a meta batch)."""
