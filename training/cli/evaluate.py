@@ -7,18 +7,29 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ..evaluation.config import DEFAULT_FOLDS, DEFAULT_TASKS, PROTOCOLS, EvalConfig
+from ..errors import EvaluationError
+from ..evaluation.config import DEFAULT_TASKS, INITS, PROTOCOLS, TASK_KINDS, EvalConfig
 
 __all__ = ["register"]
 
 _DEFAULTS = {f.name: f.default for f in fields(EvalConfig)}
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from timm_uscl.export_folder import update_card
+def _check_outputs(*paths: str | None) -> None:
+    """Refuse an output whose folder is missing before hours of evaluation, not after."""
+    for p in paths:
+        if p and not Path(p).expanduser().resolve().parent.is_dir():
+            raise EvaluationError(f"{p}: its folder does not exist; create it first")
 
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import card_results, evaluate, results_to_markdown
 
+    _check_outputs(args.out, args.markdown)
+    if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
+        from timm_uscl.export_folder import check_export
+
+        check_export(args.card)
     results = evaluate(
         args.model,
         tasks=args.tasks,
@@ -27,6 +38,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         folds=args.folds,
         arch=args.arch,
         pretrained=not args.random_init,
+        task_dir=args.task_dir,
+        task_kind=args.task_kind,
+        group_column=args.group_column,
+        card_export=args.card,
         image_size=args.image_size,
         frames_per_video=args.frames_per_video,
         epochs=args.epochs,
@@ -37,6 +52,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         progress=not args.no_progress,
+        task_cache=args.task_cache,
+        init=args.init,
     )
     markdown = results_to_markdown(results)
     if args.out:
@@ -44,16 +61,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown)
     if args.card:
-        print(f"updated {update_card(args.card, card_results(results))}")
+        from timm_uscl.export_folder import update_card
+
+        card = update_card(args.card, card_results(results), measured_sha256=results["weights_sha256"])
+        print(f"updated {card}")
     print(markdown, end="")
     return 0
+
+
+def _add_task_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        help=f"built-in tasks: {', '.join(DEFAULT_TASKS)}, covid_blues_severity (default: "
+        "all but covid_blues_severity; none with --task-dir)",
+    )
+    p.add_argument(
+        "--task-dir",
+        metavar="DIR",
+        help="your own task: DIR/<class>/ folders of images, videos or frame folders, or DIR/metadata.csv with "
+        "file_name and label (or mask_file_name) columns",
+    )
+    p.add_argument("--task-kind", choices=TASK_KINDS, help="kind of --task-dir (default: detected from its layout)")
+    p.add_argument(
+        "--group-column", metavar="COL", help="metadata.csv column keeping a patient in one fold (default: group)"
+    )
+    p.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), help="finetune and/or linear")
+    p.add_argument("--folds", nargs="+", type=int, help="test folds (default: all of each task's folds)")
+    p.add_argument(
+        "--data-root", help="folder holding pocus/ covid_blues/ busi/ (default: $TIMM_USCL_DATA or ../shared/data)"
+    )
+    p.add_argument("--task-cache", metavar="DIR", help="keep decoded tasks here; a later run decodes nothing")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to the ``timm-uscl`` command line (defaults: :class:`EvalConfig`)."""
     p = subparsers.add_parser(
         "evaluate",
-        help="fine-tune / linear-probe a backbone on POCUS, COVID-BLUES, BUSI (+ segmentation)",
+        help="fine-tune / linear-probe a backbone on POCUS, COVID-BLUES, BUSI (+ segmentation) or your own data",
         description="Evaluate a backbone on fixed grouped folds; prints a markdown table, --out writes the JSON.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -63,14 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "backbone (with --arch) or a `timm-uscl pretrain` checkpoint (last.pt)",
     )
     p.add_argument("--arch", help="timm architecture of a .safetensors checkpoint (e.g. resnet18_uscl)")
-    p.add_argument(
-        "--tasks", nargs="+", default=list(DEFAULT_TASKS), help="pocus covid_blues covid_blues_severity busi busi_seg"
-    )
-    p.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), help="finetune and/or linear")
-    p.add_argument("--folds", nargs="+", type=int, default=list(DEFAULT_FOLDS), help="test folds")
-    p.add_argument(
-        "--data-root", help="folder holding pocus/ covid_blues/ busi/ (default: $TIMM_USCL_DATA or ../shared/data)"
-    )
+    _add_task_arguments(p)
     p.add_argument("--image-size", type=int, default=_DEFAULTS["image_size"])
     p.add_argument(
         "--frames-per-video",
@@ -91,8 +129,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=_DEFAULTS["device"], help="cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
     p.add_argument("--random-init", action="store_true", help="do not load pretrained weights (baseline)")
+    p.add_argument(
+        "--init",
+        choices=INITS,
+        default=_DEFAULTS["init"],
+        help="random init: torchvision (every BatchNorm weight 1) or timm (each block's last BatchNorm weight 0)",
+    )
     p.add_argument("--out", help="write the results JSON here")
     p.add_argument("--markdown", help="write the markdown table here")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    p.add_argument("--card", metavar="EXPORT", help="write the results into this export folder's model card")
+    p.add_argument(
+        "--card", metavar="EXPORT", help="write the results into this export's model card (MODEL must be its weights)"
+    )
     p.set_defaults(func=_cmd_evaluate)

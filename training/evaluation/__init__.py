@@ -1,9 +1,12 @@
 """Downstream evaluation: a backbone on fixed, leak-free folds of lung and breast ultrasound tasks.
 
-One module per idea: :mod:`.tasks` (which files, labels, groups and folds), :mod:`.backbone` (what is evaluated),
+One module per idea: :mod:`.tasks` (which files, labels, groups and folds), :mod:`.metadata` (strict CSV
+reading), :mod:`.decoding` (files into grey uint8 rows), :mod:`.task_cache` (decoded tasks on disk),
+:mod:`.task_dir` (your own folder as a task), :mod:`.backbone` and :mod:`.exported` (what is evaluated),
 :mod:`.fitting` (the shared fine-tune loop and epoch choice), :mod:`.protocols` (fine-tune, linear probe, U-Net),
-:mod:`.metrics` (scores, mean ± std, markdown), :mod:`.run` (``evaluate``), :mod:`.repro` (the method x task
-table) and :mod:`.config` (settings; import-light). The names below are imported lazily.
+:mod:`.metrics` (scores, mean ± std, the reference-style figure, markdown), :mod:`.run` (``evaluate``),
+:mod:`.online` (the trainer's every-N-epochs probe), :mod:`.repro` (the method x task table) and
+:mod:`.config` (settings; import-light). The names below are imported lazily.
 """
 
 from .._lazy import lazy_exports
@@ -13,6 +16,7 @@ _EXPORTS = {
     "results_to_markdown": ".metrics",
     "card_results": ".metrics",
     "EvalConfig": ".config",
+    "OnlineEvaluator": ".online",
     "PROTOCOLS": ".config",
     "DEFAULT_TASKS": ".config",
     "TASKS": ".tasks",

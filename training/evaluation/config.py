@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from .tasks import TaskSpec
 
-__all__ = ["PROTOCOLS", "DEFAULT_TASKS", "DEFAULT_FOLDS", "EvalConfig"]
+__all__ = ["PROTOCOLS", "DEFAULT_TASKS", "DEFAULT_FOLDS", "TASK_KINDS", "INITS", "EvalConfig"]
 
 PROTOCOLS: tuple[str, ...] = ("finetune", "linear")
 DEFAULT_TASKS: tuple[str, ...] = ("pocus", "covid_blues", "busi", "busi_seg")
 DEFAULT_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+TASK_KINDS: tuple[str, ...] = ("image", "segmentation", "video")  # of a --task-dir
+INITS: tuple[str, ...] = ("torchvision", "timm")
 # (lr, batch size) of the fine-tune by what it trains: the reference's values for the last block, ours for "all".
 _FINETUNE_DEFAULTS = {"last_block": (1e-2, 128), "all": (3e-4, 32)}
 
@@ -33,6 +35,8 @@ class EvalConfig:
     device: str = "cpu"
     seed: int = 0
     progress: bool = True
+    task_cache: str | None = None  # folder of decoded tasks (.task_cache): no decoding on a second run
+    init: Literal["torchvision", "timm"] = "torchvision"  # random-init baseline: last BN of each block at 1 or 0
 
     def hyper(self, spec: TaskSpec) -> tuple[float, int]:
         lr, bs = _FINETUNE_DEFAULTS[spec.finetune]

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.augment import AugmentConfig, sample_crop_params
+from ..errors import EvaluationError
 from .backbone import Normalize
 from .config import EvalConfig
 from .tasks import TaskData, inner_split
@@ -77,12 +78,22 @@ def batches(rows: np.ndarray, batch_size: int, gen: torch.Generator) -> Iterator
 
 @torch.no_grad()
 def forward_rows(
-    model: nn.Module, x: torch.Tensor, rows: np.ndarray, norm: Normalize, device: torch.device, batch_size: int = 256
+    model: nn.Module,
+    x: torch.Tensor,
+    rows: np.ndarray,
+    norm: Normalize,
+    device: torch.device,
+    batch_size: int = 256,
+    label: str = "the model",
 ) -> torch.Tensor:
+    """Outputs for ``rows`` in eval mode; non-finite outputs stop the run (argmax of NaN would score class 0)."""
     model.eval()
-    return torch.cat(
+    out = torch.cat(
         [model(norm(x[rows[i : i + batch_size]].to(device))).float().cpu() for i in range(0, len(rows), batch_size)]
     )
+    if not bool(torch.isfinite(out).all()):
+        raise EvaluationError(f"{label}: non-finite (NaN or inf) outputs; no score is computed from them")
+    return out
 
 
 def select_epoch(val_scores: Sequence[float] | None, epochs: int) -> int:
@@ -135,17 +146,22 @@ def fit(
 ) -> EpochTrace[T]:
     """The fine-tune loop of every protocol: Adam (weight decay ``cfg.weight_decay``) on the trainable parameters,
     cosine schedule over ``cfg.epochs``, shuffled batches of ``fit_rows`` whose loss ``batch_loss`` computes; the
-    test fold (and the inner validation) is scored after every epoch."""
+    test fold (and the inner validation) is scored after every epoch. A non-finite loss stops the run: the
+    scores of a diverged fine-tune would look like a model's."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
 
-    def fit_epoch(_: int) -> None:
+    def fit_epoch(epoch: int) -> None:
         model.train()  # BN running stats of frozen layers update too, as in the reference
+        losses = []
         for rows in batches(fit_rows, batch_size, gen):
             loss = batch_loss(rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            losses.append(loss.detach())
         sched.step()
+        if losses and not bool(torch.isfinite(torch.stack(losses)).all()):  # one sync per epoch
+            raise EvaluationError(f"{desc}: the loss became NaN or inf in epoch {epoch + 1}; lower --lr")
 
     return run_epochs(cfg.epochs, fit_epoch, eval_test, eval_val, desc=desc, progress=cfg.progress)

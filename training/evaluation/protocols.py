@@ -88,7 +88,7 @@ def finetune_classifier(
         return F.cross_entropy(model(norm(x)), data.y[rows].to(device))
 
     def probs(rows: np.ndarray) -> np.ndarray:
-        return forward_rows(model, data.x, rows, norm, device).softmax(1).numpy()
+        return forward_rows(model, data.x, rows, norm, device, label=backbone.name).softmax(1).numpy()
 
     def val_accuracy() -> float:
         assert val is not None
@@ -123,7 +123,7 @@ def extract_features(backbone: Backbone, data: TaskData, cfg: EvalConfig) -> np.
     device = torch.device(cfg.device)
     model = copy.deepcopy(backbone.model).to(device)
     rows = np.arange(len(data.x))
-    return forward_rows(model, data.x, rows, Normalize(backbone, device), device).numpy()
+    return forward_rows(model, data.x, rows, Normalize(backbone, device), device, label=backbone.name).numpy()
 
 
 def linear_probe(
@@ -143,11 +143,10 @@ def linear_probe(
 
 
 def build_unet(backbone: Backbone) -> nn.Module:
-    """smp U-Net with a ``tu-`` encoder; smp loads registry weights itself, others are copied in here."""
+    """smp U-Net with a ``tu-`` encoder holding the backbone's own weights, copied in: the evaluated file, or
+    the random-init baseline's initialisation (smp would otherwise draw its own, timm-style)."""
     import segmentation_models_pytorch as smp
 
-    if backbone.smp_encoder is not None:
-        return smp.Unet(backbone.smp_encoder, encoder_weights=True if backbone.pretrained else None, classes=1)
     unet = smp.Unet(f"tu-{backbone.arch}", encoder_weights=None, classes=1)
     missing, _ = unet.encoder.model.load_state_dict(backbone.model.state_dict(), strict=False)
     if missing:
@@ -181,7 +180,8 @@ def finetune_unet(
         return F.binary_cross_entropy_with_logits(logits, m) + _dice_loss(logits, m)
 
     def scores(rows: np.ndarray) -> dict[str, Any]:
-        pred = (forward_rows(model, data.x, rows, norm, device, batch_size=64) > 0).numpy()[:, 0]
+        logits = forward_rows(model, data.x, rows, norm, device, batch_size=64, label=backbone.name)
+        pred = (logits > 0).numpy()[:, 0]
         return segmentation_metrics(pred, data.y[rows].numpy()[:, 0] > 0)
 
     def val_dice() -> float:

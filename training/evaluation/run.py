@@ -1,8 +1,13 @@
-"""``evaluate``: a backbone on downstream tasks (POCUS, COVID-BLUES, BUSI classification, BUSI segmentation).
+"""``evaluate``: a backbone on downstream tasks (POCUS, COVID-BLUES, BUSI classification, BUSI segmentation, or
+your own ``--task-dir``).
 
-The reference picks each fold's best epoch *on the test fold*. Here the reported epoch is the last one or the
-best inner-validation epoch (:func:`.fitting.select_epoch` never sees test outputs); the test-picked number is
-kept, labelled ``optimistic``, only to compare with published figures.
+The reference picks each fold's best epoch *on the test fold* and pools all folds' test frames. Here the
+reported epoch is the last one or the best inner-validation epoch (:func:`.fitting.select_epoch` never sees test
+outputs), scored per fold and averaged; the test-picked numbers are kept beside it, labelled ``optimistic`` and
+``reference_style``, only to compare with published figures.
+
+Order of work: every task's metadata is checked, then the backbone is loaded, matched against ``card_export``
+and checked for non-finite values, and only then is anything decoded or trained: bad input fails in seconds.
 """
 
 from __future__ import annotations
@@ -16,15 +21,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from timm_uscl.checksum import sha256_file
+
 from ..errors import EvaluationError
 from ..provenance import environment
-from .backbone import Backbone, load_backbone
-from .config import DEFAULT_FOLDS, DEFAULT_TASKS, PROTOCOLS, EvalConfig
-from .metrics import summarize
+from .backbone import Backbone, check_finite, load_backbone
+from .config import DEFAULT_TASKS, INITS, PROTOCOLS, EvalConfig
+from .metadata import fold_range
+from .metrics import reference_style, summarize
 from .protocols import extract_features, finetune_classifier, finetune_unet, linear_probe
-from .tasks import TASKS, TaskData, TaskSpec, fold_split, load_items, load_task, resolve_data_root, subsample
+from .task_cache import load_task_cached
+from .task_dir import task_from_dir
+from .tasks import TASKS, Item, TaskData, TaskSpec, fold_split, load_items, resolve_data_root, subsample
 
 __all__ = ["evaluate"]
+
+Source = tuple[TaskSpec, Path, list[Item]]  # a task before decoding: spec, the folder holding its files, items
 
 
 def _protocols_for(spec: TaskSpec, wanted: Sequence[str]) -> list[str]:
@@ -46,7 +58,8 @@ def _protocol_name(spec: TaskSpec, protocol: str) -> str:
 def _run_protocol(
     backbone: Backbone, data: TaskData, protocol: str, splits: dict[int, tuple[np.ndarray, np.ndarray]], cfg: EvalConfig
 ) -> dict[str, Any]:
-    """Every fold of one protocol on one task, with its hyper-parameters and the mean ± std over folds."""
+    """Every fold of one protocol on one task, with its hyper-parameters, the mean ± std over folds and the
+    reference-style pooled figure."""
     spec, folds = data.spec, list(splits)
     if protocol == "linear":
         feats = extract_features(backbone, data, cfg)
@@ -64,74 +77,143 @@ def _run_protocol(
             "trains": "decoder + whole encoder" if spec.kind == "segmentation" else spec.finetune,
         }
     summary = summarize([{k: r[k] for k in ("metrics", "optimistic") if k in r} for r in runs])
-    return {"name": _protocol_name(spec, protocol), "hyper": hyper, "folds": runs, "summary": summary}
+    return {
+        "name": _protocol_name(spec, protocol),
+        "hyper": hyper,
+        "folds": runs,
+        "summary": summary,
+        "reference_style": reference_style(runs, spec.kind, spec.classes),
+    }
 
 
 def _evaluate_task(
-    backbone: Backbone, spec: TaskSpec, items: list, protocols: list[str], folds: Sequence[int], cfg: EvalConfig
+    backbone: Backbone, source: Source, protocols: list[str], folds: Sequence[int], cfg: EvalConfig
 ) -> dict[str, Any]:
-    data = load_task(spec, items, cfg.image_size, cfg.frames_per_video, cfg.progress)
+    spec, base, items = source
+    data = load_task_cached(spec, base, items, cfg)
     splits = {f: fold_split(data, f) for f in folds}
     return {
         "description": spec.description,
         "kind": spec.kind,
         "classes": list(spec.classes),
+        "folds": list(folds),
         "n_items": len(data.items),
         "n_rows": len(data.x),
         "protocols": {proto: _run_protocol(backbone, data, proto, splits, cfg) for proto in protocols},
     }
 
 
-def evaluate(
-    model_name_or_path: str,
-    tasks: Sequence[str] = DEFAULT_TASKS,
-    data_root: str | Path | None = None,
-    protocol: str | Sequence[str] = PROTOCOLS,
-    folds: Sequence[int] = DEFAULT_FOLDS,
-    *,
-    arch: str | None = None,
-    pretrained: bool = True,
-    **config: Any,
-) -> dict[str, Any]:
-    """Evaluate a backbone on downstream tasks; returns JSON-ready results (see :func:`results_to_markdown`).
+def _sources(
+    tasks: Sequence[str],
+    data_root: str | Path | None,
+    task_dir: str | Path | None,
+    task_kind: str | None,
+    group_column: str | None,
+    cfg: EvalConfig,
+) -> list[Source]:
+    """Every task's items, metadata checked (nothing decoded yet), subsampled to ``cfg.max_items`` per fold."""
+    out: list[Source] = []
+    if tasks:
+        root = resolve_data_root(data_root)
+        out += [(TASKS[t], root / TASKS[t].folder, load_items(TASKS[t], root)) for t in tasks]
+    if task_dir is not None:
+        spec, items = task_from_dir(task_dir, task_kind, group_column)
+        if spec.name in tasks:
+            raise EvaluationError(f"--task-dir {task_dir}: its name {spec.name!r} is a built-in task's; rename it")
+        out.append((spec, Path(task_dir).expanduser(), items))
+    elif task_kind is not None or group_column is not None:
+        raise EvaluationError("--task-kind and --group-column describe a --task-dir; give one")
+    return [(spec, base, subsample(items, cfg.max_items, cfg.seed)) for spec, base, items in out]
 
-    ``config`` holds :class:`EvalConfig` fields (image_size, frames_per_video, epochs, batch_size, lr, select,
-    max_items, device, seed, ...). ``folds`` are the test folds; each trains on all the other folds.
-    """
-    cfg = EvalConfig(**config)
-    protocols = [protocol] if isinstance(protocol, str) else list(protocol)
+
+def _folds_of(spec: TaskSpec, folds: Sequence[int] | None) -> list[int]:
+    if folds is None:
+        return list(spec.folds)
+    unknown = [f for f in folds if f not in spec.folds]
+    if unknown:
+        raise EvaluationError(f"--folds {unknown}: task {spec.name!r} has folds {fold_range(spec.folds)}")
+    return list(folds)
+
+
+def _check_card(backbone: Backbone, export: str | Path) -> None:
+    """``--card EXPORT`` records measured results only for that export's very weights file."""
+    expected = sha256_file(Path(export) / "model.safetensors")
+    if backbone.weights_sha256 != expected:
+        got = backbone.weights_sha256 or "none: not an export or weights file"
+        raise EvaluationError(
+            f"--card {export}: the model evaluated ({backbone.name}, sha256 {got}) is not this export's "
+            f"model.safetensors (sha256 {expected}); evaluate local-dir:{export} to fill its card"
+        )
+
+
+def _check_request(tasks: Sequence[str], protocols: Sequence[str], cfg: EvalConfig) -> None:
     unknown = [t for t in tasks if t not in TASKS] + [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise EvaluationError(f"unknown task or protocol {unknown}; tasks: {list(TASKS)}, protocols: {list(PROTOCOLS)}")
     if cfg.select not in ("final", "val"):
         raise EvaluationError(f"select must be 'final' or 'val', got {cfg.select!r}")
-    root = resolve_data_root(data_root)
-    specs = [TASKS[t] for t in tasks]
-    items = {s.name: subsample(load_items(s, root), cfg.max_items, cfg.seed) for s in specs}  # fail fast on data
-    per_task_protocols = {s.name: _protocols_for(s, protocols) for s in specs}
+    if cfg.init not in INITS:
+        raise EvaluationError(f"init must be one of {list(INITS)}, got {cfg.init!r}")
+
+
+def evaluate(
+    model_name_or_path: str,
+    tasks: Sequence[str] | None = None,
+    data_root: str | Path | None = None,
+    protocol: str | Sequence[str] = PROTOCOLS,
+    folds: Sequence[int] | None = None,
+    *,
+    arch: str | None = None,
+    pretrained: bool = True,
+    task_dir: str | Path | None = None,
+    task_kind: str | None = None,
+    group_column: str | None = None,
+    card_export: str | Path | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """Evaluate a backbone on downstream tasks; returns JSON-ready results (see :func:`results_to_markdown`).
+
+    ``tasks`` are built-in task names (default: :data:`DEFAULT_TASKS`, or none when ``task_dir`` is given);
+    ``task_dir`` adds your own folder (:mod:`.task_dir`). ``folds`` are the test folds (default: each task's
+    folds); each trains on all the other folds. ``card_export``: refuse unless the evaluated weights file is
+    that export's ``model.safetensors``. ``config`` holds :class:`EvalConfig` fields (image_size,
+    frames_per_video, epochs, batch_size, lr, select, max_items, device, seed, task_cache, init, ...).
+    """
+    cfg = EvalConfig(**config)
+    protocols = [protocol] if isinstance(protocol, str) else list(protocol)
+    tasks = list(tasks) if tasks is not None else ([] if task_dir is not None else list(DEFAULT_TASKS))
+    _check_request(tasks, protocols, cfg)
+    sources = _sources(tasks, data_root, task_dir, task_kind, group_column, cfg)  # fail fast on data
+    test_folds = {spec.name: _folds_of(spec, folds) for spec, _, _ in sources}
+    per_task_protocols = {spec.name: _protocols_for(spec, protocols) for spec, _, _ in sources}
 
     torch.manual_seed(cfg.seed)  # a random-init backbone depends on the seed only
-    backbone = load_backbone(model_name_or_path, arch=arch, pretrained=pretrained)
+    backbone = load_backbone(model_name_or_path, arch=arch, pretrained=pretrained, init=cfg.init)
+    if card_export is not None:
+        _check_card(backbone, card_export)
+    check_finite(backbone, cfg.image_size)
+    used_folds = sorted({f for fs in test_folds.values() for f in fs})
     results: dict[str, Any] = {
         "model": backbone.name,
         "arch": backbone.arch,
         "pretrained": backbone.pretrained,
+        "init": backbone.init,
+        "weights_sha256": backbone.weights_sha256,
         "mean": list(backbone.mean),
         "std": list(backbone.std),
-        "config": {**asdict(cfg), "folds": list(folds), "tasks": list(tasks), "protocols": protocols},
+        "config": {**asdict(cfg), "folds": list(folds) if folds is not None else used_folds, "tasks": tasks},
         "tasks": {},
         "runtime_s": {},
         "environment": environment(cfg.device),
     }
+    results["config"].update(protocols=protocols, task_dir=None if task_dir is None else str(task_dir))
     cudnn_flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        for spec in specs:
-            start = time.perf_counter()
-            results["tasks"][spec.name] = _evaluate_task(
-                backbone, spec, items[spec.name], per_task_protocols[spec.name], folds, cfg
-            )
-            results["runtime_s"][spec.name] = round(time.perf_counter() - start, 2)
+        for source in sources:
+            name, start = source[0].name, time.perf_counter()
+            results["tasks"][name] = _evaluate_task(backbone, source, per_task_protocols[name], test_folds[name], cfg)
+            results["runtime_s"][name] = round(time.perf_counter() - start, 2)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_flags
     return results

@@ -3,12 +3,13 @@
 Every task reads the fixed folds of its ``metadata.csv`` so that numbers are comparable between runs and
 models; a fold never shares a patient (POCUS ``group``, COVID-BLUES ``patient``) or a near-duplicate
 cluster (BUSI ``dup_group``) with another, and :func:`fold_split` re-checks that instead of trusting it.
-Frames and images are resized to ``size``×``size`` once at load, so training only crops and flips.
+The metadata is read strictly (:mod:`.metadata`): unknown labels, folds outside the task's folds and files
+outside the task folder are refused, never dropped. Decoding is :mod:`.decoding`'s; a user's own folder is
+:mod:`.task_dir`'s.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 from collections import defaultdict
@@ -19,11 +20,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..errors import EvaluationError
-from .config import DEFAULT_TASKS
+from .config import DEFAULT_FOLDS, DEFAULT_TASKS
+from .metadata import Columns, Row, check_classes, fold_range, inside, parse_fold, read_metadata, unknown_labels
 
 __all__ = [
     "TASKS",
@@ -34,8 +34,8 @@ __all__ = [
     "TaskData",
     "resolve_data_root",
     "load_items",
+    "rows_to_items",
     "subsample",
-    "load_task",
     "fold_split",
     "inner_split",
     "frame_indices",
@@ -50,6 +50,7 @@ class TaskSpec:
     classes: tuple[str, ...]
     finetune: Literal["last_block", "all"]  # what the fine-tune protocol trains
     description: str
+    folds: tuple[int, ...] = DEFAULT_FOLDS  # every fold value the metadata may hold
 
 
 BUSI_CLASSES = ("benign", "malignant", "normal")
@@ -113,11 +114,14 @@ class Item:
 
 @dataclass
 class TaskData:
-    """A task decoded into memory. ``x`` rows are frames (videos) or images; ``item`` maps a row to its video."""
+    """A task decoded into memory. ``x`` rows are frames (videos) or images; ``item`` maps a row to its video.
+
+    Rows are grey, one channel: ultrasound is grey, the pretraining decoder reads luma too, and
+    :class:`.backbone.Normalize` broadcasts it to the model's three channels (a third of the memory)."""
 
     spec: TaskSpec
     items: list[Item]
-    x: torch.Tensor  # uint8 [N, 3, S, S]
+    x: torch.Tensor  # uint8 [N, 1, S, S]
     y: torch.Tensor  # int64 [N] class, or uint8 [N, 1, S, S] mask (0/1) for segmentation
     item: torch.Tensor  # int64 [N], index into items
 
@@ -137,35 +141,67 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("TIMM_USCL_DATA") or Path.cwd().parent / "shared" / "data")
 
 
-def _read_metadata(spec: TaskSpec, data_root: Path) -> list[dict[str, str]]:
-    path = data_root / spec.folder / "metadata.csv"
+# how each built-in task's metadata.csv is read; POCUS's evaluation set is its convex videos with a fold
+_COLUMNS = {
+    "pocus": Columns(
+        TASKS["pocus"].classes,
+        group="group",
+        extra=("probe",),
+        include=lambda r: r["probe"] == "convex" and r["fold"].strip() != "",
+    ),
+    "covid_blues": Columns(("0", "1"), label="cov_test", group="patient", group_prefix="patient"),
+    "covid_blues_severity": Columns(("0", "1", "2", "3"), label="severity", group="patient", group_prefix="patient"),
+    "busi": Columns(BUSI_CLASSES, group="dup_group"),
+    "busi_seg": Columns(BUSI_CLASSES, group="dup_group", mask="mask_file_name"),  # the class drives subsample()
+}
+
+
+def rows_to_items(
+    rows: Sequence[Row], base: Path, cols: Columns, folds: Sequence[int] | None, path: Path
+) -> list[Item]:
+    """Items of the evaluation set (``cols.include``) in file order; every file (and mask) must lie inside
+    ``base``, every fold among ``folds``, and every label among ``cols.values``, or nothing is returned."""
+    index = {v: i for i, v in enumerate(cols.values)}
+    items: list[Item] = []
+    unknown: dict[str, int] = {}
+    for line, r in rows:
+        if cols.include is not None and not cols.include(r):
+            continue
+        where = f"{path} line {line}"
+        if cols.label is not None and r[cols.label] not in index:
+            unknown.setdefault(r[cols.label], line)
+            continue
+        group = r[cols.group].strip() if cols.group else r[cols.file]
+        if not group:
+            raise EvaluationError(f"{where}: empty {cols.group!r}; every row needs its group (patient, cluster)")
+        items.append(
+            Item(
+                inside(base, r[cols.file], where),
+                index[r[cols.label]] if cols.label is not None else 0,
+                cols.group_prefix + group,
+                parse_fold(r[cols.fold], folds, where) if cols.fold else -1,
+                inside(base, r[cols.mask], where) if cols.mask else None,
+            )
+        )
+    unknown_labels(path, cols.label, unknown, cols.values)
+    if not items:
+        raise EvaluationError(f"{path}: no row belongs to the evaluation set; check the file")
+    return items
+
+
+def load_items(spec: TaskSpec, data_root: Path) -> list[Item]:
+    """A built-in task's evaluation set in metadata order, with the group that its folds are split by."""
+    base = data_root / spec.folder
+    path = base / "metadata.csv"
     if not path.is_file():
         raise EvaluationError(
             f"task {spec.name!r}: data not found, {path} is missing; pass --data-root DIR "
             "(the folder holding pocus/, covid_blues/, busi/) or set TIMM_USCL_DATA"
         )
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def load_items(spec: TaskSpec, data_root: Path) -> list[Item]:
-    """The task's eval set in metadata order, with the group that its folds are split by."""
-    base = data_root / spec.folder
-    rows = _read_metadata(spec, data_root)
-    index = {c: i for i, c in enumerate(spec.classes)}
-    items: list[Item] = []
-    for r in rows:
-        if spec.name == "pocus":
-            if r["probe"] != "convex" or r["label"] not in index or not r["fold"]:
-                continue
-            items.append(Item(base / r["file_name"], index[r["label"]], r["group"], int(r["fold"])))
-        elif spec.name == "covid_blues":
-            items.append(Item(base / r["file_name"], int(r["cov_test"]), f"patient{r['patient']}", int(r["fold"])))
-        elif spec.name == "covid_blues_severity":
-            items.append(Item(base / r["file_name"], int(r["severity"]), f"patient{r['patient']}", int(r["fold"])))
-        else:  # busi, busi_seg: the class also drives subsample()'s stratification for segmentation
-            label = BUSI_CLASSES.index(r["label"])
-            items.append(Item(base / r["file_name"], label, r["dup_group"], int(r["fold"]), base / r["mask_file_name"]))
+    cols = _COLUMNS[spec.name]
+    items = rows_to_items(read_metadata(path, cols.required), base, cols, spec.folds, path)
+    if spec.kind != "segmentation":
+        check_classes((it.label for it in items), spec.classes, path)
     return items
 
 
@@ -197,61 +233,24 @@ def frame_indices(num_frames: int, k: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, num_frames - 1, k)})
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _decode_video(path: Path, k: int, size: int) -> torch.Tensor:
-    from torchcodec.decoders import VideoDecoder
-
-    decoder = VideoDecoder(str(path), dimension_order="NCHW", num_ffmpeg_threads=1)
-    frames = decoder.get_frames_at(frame_indices(len(decoder), k)).data
-    return _resize(frames, size)
-
-
-def _load_image(path: Path, size: int, nearest: bool = False) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        gray = im.convert("L").resize((size, size), Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(gray).copy())[None]  # [1, S, S]
-
-
-def load_task(
-    spec: TaskSpec, items: Sequence[Item], size: int, frames_per_video: int, progress: bool = True
-) -> TaskData:
-    """Decode every item once. BUSI images are squashed to a square and their grey channel repeated to RGB."""
-    xs, ys, owner = [], [], []
-    for i, it in enumerate(tqdm(items, desc=f"load {spec.name}", disable=not progress, leave=False)):
-        if spec.kind == "video":
-            frames = _decode_video(it.path, frames_per_video, size)
-            xs.append(frames)
-            ys.append(torch.full((len(frames),), it.label, dtype=torch.int64))
-            owner.append(torch.full((len(frames),), i, dtype=torch.int64))
-            continue
-        xs.append(_load_image(it.path, size).expand(3, -1, -1)[None])
-        if spec.kind == "segmentation":
-            assert it.mask is not None
-            ys.append((_load_image(it.mask, size, nearest=True) > 127).to(torch.uint8)[None])
-        else:
-            ys.append(torch.tensor([it.label]))
-        owner.append(torch.tensor([i]))
-    return TaskData(spec, list(items), torch.cat(xs), torch.cat(ys), torch.cat(owner))
-
-
 def fold_split(data: TaskData, test_fold: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, test) for one test fold; raises if a patient/cluster would be on both sides."""
     folds, groups = data.fold, data.group
     test = np.flatnonzero(folds == test_fold)
     train = np.flatnonzero(folds != test_fold)
     if len(test) == 0:
-        raise EvaluationError(f"task {data.spec.name!r}: fold {test_fold} is empty (folds are 0-4)")
+        raise EvaluationError(
+            f"task {data.spec.name!r}: fold {test_fold} is empty (its folds are {fold_range(data.spec.folds)})"
+        )
     leaked = set(groups[train]) & set(groups[test])
     if leaked:
         raise EvaluationError(
             f"task {data.spec.name!r}: groups {sorted(leaked)[:5]} are in fold {test_fold} and in other folds; "
-            "the metadata.csv folds are not grouped, rebuild them with shared/data/tools"
+            "the metadata.csv folds are not grouped: give every row of a group the same fold"
+        )
+    if data.spec.kind != "segmentation":
+        check_classes(
+            data.y[train].tolist(), data.spec.classes, f"task {data.spec.name!r}, training folds of fold {test_fold}"
         )
     return train, test
 

@@ -39,7 +39,7 @@ def test_table_rows_per_method_with_budget_and_plot(tmp_path):
         "epochs: 20\nbatch_size: 32\nimage_size: 64\noptimizer: sgd\nlr: 0.1\n"
     )
     table = comparison_table(tmp_path).splitlines()
-    assert table[2].startswith("| Meta-USCL | 70.0 ± 0.0 | 70.0 ± 0.0 | – | – | – | 45.0 ± 0.0 | 20 epochs (160 steps")
+    assert table[2].startswith("| Meta-USCL | 70.0 ± 0.0 | 70.0 ± 0.0 | – | – | – | 45.0 ± 0.0 | – | 20 epochs (160")
     assert table[3].startswith("| random init | 50.0 ± 0.0 |") and "no weights" in table[3]
     assert "2 folds, 64px, 4 frames/video, 5 epochs" in table[-1]
     assert plot_folds(tmp_path, tmp_path / "folds.png").stat().st_size > 1000

@@ -49,7 +49,8 @@ def results(data_root: Path) -> dict[str, Any]:
 def _stub(spec_name: str, items: list[Item]) -> TaskData:
     """Fold logic needs only items and the row -> item map, not decoded pixels."""
     n = len(items)
-    return TaskData(TASKS[spec_name], items, torch.empty(n, 0), torch.zeros(n, dtype=torch.int64), torch.arange(n))
+    labels = torch.tensor([it.label for it in items], dtype=torch.int64)
+    return TaskData(TASKS[spec_name], items, torch.empty(n, 0), labels, torch.arange(n))
 
 
 def _in_unit(x: float) -> bool:
@@ -79,6 +80,9 @@ def test_task_runs_end_to_end_with_well_formed_metrics(results: dict[str, Any], 
                 assert m["video"]["n"] < m["frame"]["n"] <= 2 * m["video"]["n"]
         if proto == "finetune":
             assert all(f["epoch"] == TINY["epochs"] and f["optimistic"]["epoch"] == 1 for f in pres["folds"])
+        ref = pres["reference_style"]  # pooled: every test row of the evaluated folds, once
+        assert ref["n"] == sum(f["n_test"] for f in pres["folds"])
+        assert _in_unit(ref["dice"] if res["kind"] == "segmentation" else ref["accuracy"])
         stat = pres["summary"]["metrics"][
             "dice" if res["kind"] == "segmentation" else ("frame" if res["kind"] == "video" else "image")
         ]
@@ -131,7 +135,7 @@ def test_folds_never_share_a_patient_or_cluster(data_root: Path, task: str) -> N
 
 
 def test_leaking_fold_is_refused() -> None:
-    items = [Item(Path(f"v{i}.mp4"), 0, "g1" if i < 2 else f"g{i}", i % 2) for i in range(6)]
+    items = [Item(Path(f"v{i}.mp4"), i % 3, "g1" if i < 2 else f"g{i}", i % 2) for i in range(6)]
     with pytest.raises(EvaluationError, match="g1"):
         fold_split(_stub("pocus", items), 0)
 
@@ -194,13 +198,13 @@ def test_checkpoint_needs_arch_and_loads_into_every_protocol(tmp_path: Path, dat
         load_backbone(str(path))
 
     backbone = load_backbone(str(path), arch=MODEL)
-    assert backbone.smp_encoder is None and backbone.mean == (0.18,) * 3
+    assert backbone.mean == (0.18,) * 3
     encoder = build_unet(backbone).encoder.model.state_dict()
     assert all(torch.equal(v, encoder[k]) for k, v in backbone.model.state_dict().items() if k in encoder)
 
     kwargs = dict(TINY, tasks=["busi"], protocol="linear", data_root=data_root)
-    from_file = evaluate(str(path), arch=MODEL, **kwargs)
-    by_name = evaluate(MODEL, **kwargs)
+    from_file = evaluate(str(path), arch=MODEL, **dict(kwargs, pretrained=True))
+    by_name = evaluate(MODEL, init="timm", **kwargs)  # the file holds timm's init, drawn at seed 0
     assert from_file["tasks"] == by_name["tasks"]
 
 
@@ -212,7 +216,7 @@ def test_local_dir_export_loads_with_its_preprocessing(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = timm.create_model(MODEL, num_classes=0)
     backbone = load_backbone(f"local-dir:{export(model, tmp_path / 'export', 'resnet18_uscl.metauscl_us4_64')}")
-    assert backbone.mean == (0.18,) * 3 and backbone.smp_encoder is None
+    assert backbone.mean == (0.18,) * 3
     encoder = build_unet(backbone).encoder.model.state_dict()
     assert all(torch.equal(v, encoder[k]) for k, v in model.state_dict().items() if k in encoder)
 

@@ -1,0 +1,1 @@
+"""Tests of the downstream evaluation; a package so that mypy tells its conftest.py from tests/conftest.py."""
