@@ -12,6 +12,7 @@ __all__ = [
     "EvaluationError",
     "MetaConfigError",
     "MetaOptimizerError",
+    "PublishError",
     "RunFolderError",
     "TrainingDivergedError",
 ]
@@ -30,7 +31,9 @@ class DecodeError(DataError):
 
 
 class EvaluationError(USCLError, ValueError):
-    """A bad evaluation request: unknown task or protocol, missing data, leaking folds, missing --arch."""
+    """A bad evaluation request or input: unknown task or protocol, missing or bad data (metadata, files outside
+    the task folder, undecodable videos), leaking folds, a malformed export, non-finite weights or outputs, a
+    --card export that is not the evaluated weights."""
 
 
 class MetaOptimizerError(USCLError, TypeError):
@@ -39,6 +42,10 @@ class MetaOptimizerError(USCLError, TypeError):
 
 class MetaConfigError(USCLError, ValueError):
     """The meta step's configuration cannot work with this model."""
+
+
+class PublishError(USCLError):
+    """``publish-dataset`` could not push: a bad repo id, an unreachable Hub, or a repo more public than asked."""
 
 
 class RunFolderError(USCLError):

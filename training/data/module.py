@@ -12,7 +12,7 @@ Interface::
     meta_it = dm.meta_iterator()                     # infinite; decodes the held-out split once, then cycles
     m1, m2 = dm.gpu_views(next(meta_it), device)
     dm.state_dict(); dm.load_state_dict(sd)          # epoch + per-worker position: resume mid-epoch
-    dm.stats                                         # decoded / skipped (name -> reason)
+    dm.stats                                         # decoded / skipped (name -> reason) / skipped_frames
 
 Design notes:
 
@@ -26,9 +26,15 @@ Design notes:
   skipped and how far it got; ``state_dict`` stores that position per worker and a resumed epoch skips the
   consumed rows without decoding them. The state is per rank (save one per rank under DDP) and needs the
   same ``num_workers`` and ``world_size`` (otherwise the epoch restarts, with a warning).
-* Files that do not decode are skipped, counted and logged once with their name; an epoch in which nothing
-  decodes raises :class:`DataError` listing why.
-* ``cache_dir`` turns on :class:`~.decode.FrameCache` (resized frames per clip on local disk, never in the
+* Files that do not decode are skipped, counted and logged once with their name; so are frame videos with no
+  readable frame, and single frames of a frame video that do not read (``stats.skipped_frames``:
+  ``<video>/<frame> -> reason``; the video trains on the frames that read). An epoch in which nothing decodes
+  raises :class:`DataError` naming the files and why. A split left empty names its cause: the meta split drew
+  none of the videos, or took them all (a run without the meta step passes ``need_meta=False`` and trains on a
+  folder too small for a meta split).
+* ``decoder`` picks the backend (:mod:`.decode`); it is resolved once here, in the main process, so the
+  choice is logged once and workers inherit it.
+* ``cache_dir`` turns on :class:`~.cache.FrameCache` (resized frames per clip on local disk, never in the
   repo). Without it every item decodes its frames from the file; single-GOP clips make that cost most of
   a whole-clip decode (see benchmarks/RESULTS.md), so long runs on few cores should set it.
 """
@@ -49,9 +55,9 @@ from ..errors import DataError, DecodeError
 from .augment import augment
 from .cache import FrameCache
 from .config import DataConfig
-from .decode import read_frames
+from .decode import read_frames, resolve_decoder
 from .pairs import PairPlan, plan_pair, views_per_item, worker_views
-from .sources import meta_split_fn, open_source
+from .sources import VideoSource, meta_split_fn, open_source
 
 __all__ = ["PairBatch", "DataStats", "PairDataModule"]
 
@@ -62,7 +68,8 @@ log = logging.getLogger(__name__)
 class PairBatch:
     """One worker's batch: ``frames`` uint8 ``[B, K, C, S, S]`` (K = 2 mixed views, 3 USCL frames or 1 frame
     to augment twice; C = 1 grayscale or 3), ``lam`` float ``[B]`` (USCL mix weight), names per pair, and
-    the worker's bookkeeping (``rows`` consumed so far, items decoded and skipped since its last batch)."""
+    the worker's bookkeeping (``rows`` consumed so far, items decoded and skipped since its last batch, frames of
+    frame videos skipped)."""
 
     frames: torch.Tensor
     lam: torch.Tensor
@@ -72,6 +79,7 @@ class PairBatch:
     rows: int = 0
     decoded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    bad_frames: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -84,11 +92,22 @@ class PairBatch:
 
 @dataclass
 class DataStats:
-    """Counters kept by the main process: videos decoded, files skipped (name -> first reason)."""
+    """Counters kept by the main process: videos decoded, files skipped (name -> first reason), frames of frame
+    videos skipped (``<video>/<frame>`` -> first reason)."""
 
     decoded: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    skipped_frames: dict[str, str] = field(default_factory=dict)
     batches: int = 0
+
+
+def _undecodable(skipped: list[tuple[str, str]]) -> str:
+    """One line naming the files that did not decode (the first ten) and the fix."""
+    if not skipped:
+        return "no video in this split; add videos"
+    named = "; ".join(f"{name}: {reason.removeprefix(name + ': ')}" for name, reason in skipped[:10])
+    more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    return f"none of the {len(skipped)} videos decoded ({named}{more}); fix or remove these files"
 
 
 def _item_seed(seed: int, epoch: int, key: str) -> list[int]:
@@ -107,9 +126,11 @@ class _PairStream(IterableDataset):
         batch_size: int,
         drop_last: bool,
         skip_rows: list[int] | None = None,
+        decoder: str = "auto",
     ) -> None:
         self.dataset, self.cfg, self.pair_type, self.epoch = dataset, cfg, pair_type, epoch
         self.batch_size, self.drop_last, self.skip_rows = batch_size, drop_last, skip_rows or []
+        self.decoder = decoder
 
     def _batch(self, items: list[tuple[torch.Tensor, float, str, str]], **info: Any) -> PairBatch:
         k = views_per_item(self.pair_type)
@@ -127,6 +148,7 @@ class _PairStream(IterableDataset):
         cache = FrameCache(cfg.cache_dir) if cfg.cache_dir else None
         items: list[tuple[torch.Tensor, float, str, str]] = []
         decoded, skipped, rows = 0, [], 0
+        bad: list[tuple[str, str]] = []
         for rows, row in enumerate(self.dataset, start=1):
             if rows <= skip:
                 continue
@@ -138,27 +160,38 @@ class _PairStream(IterableDataset):
                 return plans[-1].indices
 
             try:
-                frames = read_frames(row["video"], choose, cfg.image_size, grayscale=cfg.grayscale, cache=cache)
+                frames = read_frames(
+                    row["video"],
+                    choose,
+                    cfg.image_size,
+                    grayscale=cfg.grayscale,
+                    cache=cache,
+                    decoder=self.decoder,
+                    bad_frames=bad,
+                )
             except Exception as e:  # noqa: BLE001 - any bad file is skipped and reported, never fatal
                 reason = str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}"
+                reason = reason.strip().splitlines()[0] if reason.strip() else type(e).__name__
                 skipped.append((row["key"], reason))
                 continue
             views, lam = worker_views(pt, frames, plans[-1])
             items.append((views, lam, row["source"], row["key"]))
             decoded += 1
             if len(items) == self.batch_size:
-                yield self._batch(items, worker=worker, rows=rows, decoded=decoded, skipped=skipped)
-                items, decoded, skipped = [], 0, []
+                yield self._batch(items, worker=worker, rows=rows, decoded=decoded, skipped=skipped, bad_frames=bad)
+                items, decoded, skipped, bad = [], 0, [], []
         if items and self.drop_last:
             items = []
-        if items or decoded or skipped or rows > skip:
-            yield self._batch(items, worker=worker, rows=max(rows, skip), decoded=decoded, skipped=skipped)
+        if items or decoded or skipped or bad or rows > skip:
+            yield self._batch(
+                items, worker=worker, rows=max(rows, skip), decoded=decoded, skipped=skipped, bad_frames=bad
+            )
 
 
 class PairDataModule:
     """Builds per-epoch training loaders, the held-out meta iterator, and device-side views."""
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1, need_meta: bool = True) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.stats = DataStats()
         if cfg.cache_dir:  # fail here, clearly, rather than inside a worker
@@ -169,10 +202,15 @@ class PairDataModule:
                     f"{cfg.cache_dir}: cannot create the frame cache ({e.strerror}); set cache_dir to a "
                     "writable folder, or to null to decode from the files every time"
                 ) from e
+        self._decoder = resolve_decoder(cfg.decoder)
         is_meta = meta_split_fn(cfg.meta_fraction, cfg.seed, cfg.meta_group_by)
         specs = cfg.sources()
         self._train = open_source(specs, cfg.filters, cfg.exclude, split=lambda r: not is_meta(r))
+        if self._train.rows == []:
+            raise DataError(self._empty_split(self._train, meta=False))
         self._meta = open_source(specs, cfg.filters, cfg.exclude, split=is_meta) if cfg.meta_fraction > 0 else None
+        if need_meta and self._meta is not None and self._meta.rows == []:
+            raise DataError(self._empty_split(self._meta, meta=True))
         self._aug = cfg.augment_config()
         self._generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)
         self._epoch = 0
@@ -180,6 +218,20 @@ class PairDataModule:
         self._complete = False
         self._resume: dict[str, Any] | None = None
         self._meta_cache: tuple[torch.Tensor, list[str], list[str]] | None = None
+
+    def _empty_split(self, src: VideoSource, meta: bool) -> str:
+        """Why a local split is empty: which split, of how many videos, and what to change."""
+        cfg = self.cfg
+        split = f"the meta split (meta_fraction={cfg.meta_fraction}, seed={cfg.seed}" + (
+            f", meta_group_by={cfg.meta_group_by!r})" if cfg.meta_group_by else ")"
+        )
+        videos = f"{src.matched} videos" + (" that pass the filters" if cfg.filters or cfg.exclude else "")
+        if meta:
+            return (
+                f"{split} drew none of the {videos} of {list(src.names)}; raise meta_fraction, change seed or add "
+                "videos (a run without the meta step needs no meta split)"
+            )
+        return f"{split} took all {videos} of {list(src.names)}; none is left for training: lower meta_fraction"
 
     # -- sizes (known for local folders, else None) --------------------------------------------------------
     @property
@@ -189,7 +241,7 @@ class PairDataModule:
 
     @property
     def num_meta_videos(self) -> int | None:
-        if self._meta is None:
+        if self._meta is None or self._meta.dataset is None:
             return 0
         return len(self._meta.rows) if self._meta.rows is not None else None
 
@@ -213,7 +265,7 @@ class PairDataModule:
             ds = split_dataset_by_node(ds, rank=self.rank, world_size=self.world_size)
         ds.set_epoch(epoch)
         skip = self._take_resume(epoch)
-        stream = _PairStream(ds, cfg, cfg.pair_type, epoch, cfg.batch_size, cfg.drop_last, skip)
+        stream = _PairStream(ds, cfg, cfg.pair_type, epoch, cfg.batch_size, cfg.drop_last, skip, self._decoder)
         self._epoch, self._complete = epoch, False
         self._rows = list(skip) if skip else [0] * max(1, cfg.num_workers)
         return self._run_epoch(self._loader(stream, cfg.num_workers), epoch)
@@ -221,18 +273,17 @@ class PairDataModule:
     def _run_epoch(self, loader: DataLoader, epoch: int) -> Iterator[PairBatch]:
         decoded_before = self.stats.decoded
         yielded = 0
+        skipped: list[tuple[str, str]] = []
         for batch in loader:
             self._account(batch)
+            skipped += batch.skipped
             self._rows[batch.worker] = batch.rows
             if len(batch):
                 yielded += 1
                 yield batch
         self._complete = True
-        if self.stats.decoded == decoded_before and self.stats.skipped:
-            raise DataError(
-                f"epoch {epoch}: no video decoded on rank {self.rank}; skipped "
-                + "; ".join(f"{k}: {v}" for k, v in list(self.stats.skipped.items())[:10])
-            )
+        if self.stats.decoded == decoded_before and skipped:
+            raise DataError(f"epoch {epoch}, rank {self.rank}: {_undecodable(skipped)}")
         if yielded == 0 and self.stats.decoded > decoded_before and self.cfg.drop_last:
             raise DataError(
                 f"epoch {epoch}: {self.stats.decoded - decoded_before} videos decoded on rank "
@@ -247,23 +298,27 @@ class PairDataModule:
             if name not in self.stats.skipped:
                 log.warning("skipping %s: %s", name, reason)
                 self.stats.skipped[name] = reason
+        for name, reason in batch.bad_frames:
+            if name not in self.stats.skipped_frames:
+                log.warning("skipping frame %s: %s", name, reason)
+                self.stats.skipped_frames[name] = reason
 
     # -- meta split ----------------------------------------------------------------------------------------
     def _decode_meta(self) -> tuple[torch.Tensor, list[str], list[str]]:
         if self._meta is None:
             raise DataError("meta_fraction=0: there is no meta split; set meta_fraction > 0 for meta batches")
-        stream = _PairStream(self._meta.dataset, self.cfg, "meta", 0, 64, drop_last=False)
-        frames, sources, keys = [], [], []
+        if self._meta.dataset is None:
+            raise DataError(self._empty_split(self._meta, meta=True))
+        stream = _PairStream(self._meta.dataset, self.cfg, "meta", 0, 64, False, None, self._decoder)
+        frames, sources, keys, skipped = [], [], [], []
         for batch in self._loader(stream, self.cfg.num_workers):
             self._account(batch)
             frames.append(batch.frames)
             sources += batch.sources
             keys += batch.keys
+            skipped += batch.skipped
         if not keys:
-            raise DataError(
-                f"the meta split (meta_fraction={self.cfg.meta_fraction}, seed={self.cfg.seed}) has no "
-                "decodable video; raise meta_fraction or change seed"
-            )
+            raise DataError(f"the meta split (meta_fraction={self.cfg.meta_fraction}): {_undecodable(skipped)}")
         return torch.cat(frames), sources, keys
 
     def meta_iterator(self) -> Iterator[PairBatch]:
@@ -272,6 +327,11 @@ class PairDataModule:
             self._meta_cache = self._decode_meta()
         frames, sources, keys = self._meta_cache
         n = len(keys)
+        if n < 2:  # a BatchNorm batch of one sample cannot train (and NT-Xent needs a negative)
+            raise DataError(
+                f"the meta split (meta_fraction={self.cfg.meta_fraction}, seed={self.cfg.seed}) holds {n} decodable "
+                f"video ({', '.join(keys) or 'none'}); meta batches need at least 2: raise meta_fraction or add videos"
+            )
         bs = min(self.cfg.meta_batch_size, n)
         rng = np.random.default_rng([self.cfg.seed, self.rank, 1])
         while True:

@@ -116,7 +116,7 @@ def test_bad_files_are_skipped_counted_and_short_clips_handled(
 def test_nothing_decodes_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "a.mp4").write_bytes(b"\x00" * 100)
     (tmp_path / "b.mp4").write_text("text")
-    with pytest.raises(DataError, match="no video decoded.*a.mp4"):
+    with pytest.raises(DataError, match="none of the 2 videos decoded.*a.mp4"):
         list(PairDataModule(_cfg(tmp_path)).train_loader(0))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no video files"):
@@ -144,3 +144,84 @@ def test_frame_cache_serves_later_epochs(synthetic_clips: list[Path], tmp_path: 
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
     again = next(iter(PairDataModule(cfg).train_loader(0)))
     assert again.keys == first.keys and torch.equal(again.frames, first.frames)
+
+
+# -- the real cause when nothing is left (L12) ----------------------------------------------------------------------
+
+
+def _named_clips(tmp_path: Path, synthetic_clips: list[Path], names: list[str]) -> Path:
+    root = tmp_path / "named"
+    root.mkdir()
+    for i, name in enumerate(names):
+        shutil.copy(synthetic_clips[i % 3], root / name)
+    return root
+
+
+def test_an_empty_meta_split_is_the_named_cause_and_no_meta_runs_still_train(
+    tmp_path: Path, synthetic_clips: list[Path]
+) -> None:
+    from timm_uscl.training.data.sources import meta_split_fn
+
+    names = [f"clip{i}.mp4" for i in range(4)]
+    assert not any(meta_split_fn(0.2, 0)({"key": n}) for n in names)
+    root = _named_clips(tmp_path, synthetic_clips, names)
+    with pytest.raises(DataError) as err:
+        PairDataModule(_cfg(root, meta_fraction=0.2))
+    message = str(err.value)
+    assert "meta split" in message and "none of the 4 videos" in message and "filter" not in message
+    dm = PairDataModule(_cfg(root, meta_fraction=0.2), need_meta=False)  # a run without the meta step
+    assert dm.num_videos == 4 and dm.num_meta_videos == 0
+    with pytest.raises(DataError, match="meta split"):
+        next(dm.meta_iterator())
+
+
+def test_a_meta_split_that_takes_every_video_is_the_named_cause(tmp_path: Path, synthetic_clips: list[Path]) -> None:
+    from timm_uscl.training.data.sources import meta_split_fn
+
+    is_meta = meta_split_fn(0.9, 0)
+    names = [n for n in (f"v{i}.mp4" for i in range(40)) if is_meta({"key": n})][:4]
+    root = _named_clips(tmp_path, synthetic_clips, names)
+    with pytest.raises(DataError) as err:
+        PairDataModule(_cfg(root, meta_fraction=0.9))
+    message = str(err.value)
+    assert "took all 4 videos" in message and "meta_fraction=0.9" in message and "filter" not in message
+
+
+def test_files_that_do_not_decode_are_named_as_the_cause(tmp_path: Path, synthetic_clips: list[Path]) -> None:
+    good = synthetic_clips[0].read_bytes()
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50000))
+    (tmp_path / "text.mp4").write_text("hi\n")
+    (tmp_path / "truncated.mp4").write_bytes(good[:1589])
+    with pytest.raises(DataError) as err:
+        list(PairDataModule(_cfg(tmp_path)).train_loader(0))
+    message = str(err.value)
+    assert "\n" not in message and "none of the 4 videos decoded" in message and "filter" not in message
+    assert all(n in message for n in ("zero.mp4", "random.mp4", "text.mp4", "truncated.mp4"))
+
+
+@pytest.mark.parametrize("size", [0, 4, 7])
+def test_an_image_size_below_8_is_a_config_error(size: int) -> None:
+    with pytest.raises(DataError, match=f"image_size={size}.*at least 8"):
+        DataConfig(image_size=size)
+
+
+def test_a_meta_split_of_one_video_is_a_named_error_not_a_batchnorm_traceback(clip_folder):
+    from timm_uscl.training.data import DataConfig, PairDataModule
+    from timm_uscl.training.data.sources import meta_split_fn
+    from timm_uscl.training.errors import DataError
+
+    keys = sorted(p.name for p in clip_folder.glob("*.mp4"))
+    seed = next(s for s in range(200) if sum(meta_split_fn(0.2, s)({"key": k}) for k in keys) == 1)
+    cfg = DataConfig(
+        source=str(clip_folder),
+        image_size=32,
+        batch_size=2,
+        num_workers=0,
+        meta_batch_size=2,
+        meta_fraction=0.2,
+        seed=seed,
+        cache_dir=None,
+    )
+    with pytest.raises(DataError, match="holds 1 decodable video .*at least 2"):
+        next(PairDataModule(cfg).meta_iterator())
