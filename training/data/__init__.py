@@ -13,6 +13,11 @@ _EXPORTS = {
     "PairDataModule": ".module",
     "PairBatch": ".module",
     "DataStats": ".module",
+    "StoreDataModule": ".store_module",
+    "data_module": ".store_module",
+    "FrameStore": ".store",
+    "read_frames": ".decode",
+    "decode_clip": ".decode",
     "DataError": "..errors",
     "DecodeError": "..errors",
 }

@@ -3,8 +3,12 @@
 The reference transform (spec section 2.4) is ``Resize((S, S))`` -> ``RandomResizedCrop(S, scale=(s1, 1),
 ratio=(0.8, 1.25))`` -> ``RandomHorizontalFlip()`` -> ``ColorJitter(0.8 s2, 0.8 s2, 0.8 s2, 0.2 s2)`` ->
 ``ToTensor`` -> ``Normalize``. Every sample draws its own parameters (torchvision v2 draws one set per call,
-which would give a whole batch the same crop), all from one ``torch.Generator`` on the CPU, so a seed
-reproduces a batch exactly on any device.
+which would give a whole batch the same crop), all from one ``torch.Generator``. The draws happen on the
+generator's device (the data's device when none is given): with a generator on the GPU, nothing is drawn on the
+host per step and nothing waits for the GPU, so the whole augmentation is a queue of kernel launches that never
+synchronises (no ``nonzero``, ``item`` or data-dependent ``if``; ``tests/training/data/test_augment.py`` checks
+this op by op). A seed reproduces a batch exactly on the generator's device; a CPU and a CUDA generator give
+different (equally distributed) streams.
 
 * Resize + crop + flip are one ``affine_grid`` + ``grid_sample`` (bilinear, border clamp): each output pixel
   samples the crop box with PIL's pixel-centre convention, and a flip is a negative x scale. Crop boxes are
@@ -15,6 +19,10 @@ reproduces a batch exactly on any device.
   ``[-h, h]``), the four ops in a random order per sample, each on the ``[0, 1]`` image and clamped.
   On grayscale input (one channel, see :mod:`.decode`) saturation and hue are exact no-ops on 3 identical
   channels and are skipped; only brightness, contrast and their order matter. RGB input gets all four.
+  Brightness, contrast and saturation are all ``f x + (1 - f) m`` (``m`` = 0, the mean grey level, the grey
+  image), so each of the four positions applies every sample's own op in one fused pass, with no regrouping
+  of samples by op (which would need the host to know the group sizes); for RGB each sample's order is
+  shifted so that its hue falls on one common slot, where hue runs once for the whole batch.
 * Differences from PIL: everything stays float (PIL rounds to uint8 after each op), contrast uses the
   exact float mean (PIL rounds it to an integer grey level), and the outermost output pixels of a crop
   interpolate with the real pixels just outside the box where PIL clamps to the box edge. All are below
@@ -59,50 +67,67 @@ class CropParams:
     flip: torch.Tensor
 
 
-def sample_crop_params(n: int, size: int, cfg: AugmentConfig, generator: torch.Generator | None) -> CropParams:
-    """torchvision ``RandomResizedCrop.get_params`` for ``n`` samples of a ``size`` x ``size`` image at once."""
+def _uniform(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str, dtype: torch.dtype
+) -> torch.Tensor:
+    """U[0, 1) drawn on the generator's device (or ``device`` when there is no generator)."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where, dtype=dtype)
+
+
+def sample_crop_params(
+    n: int,
+    size: int,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
+) -> CropParams:
+    """torchvision ``RandomResizedCrop.get_params`` for ``n`` samples of a ``size`` x ``size`` image at once.
+
+    The boxes are drawn and returned on the generator's device (``device`` without a generator), without a
+    host synchronisation: the centre-crop fallback is selected per sample with ``torch.where``.
+    """
     area = float(size * size)
     lo, hi = cfg.crop_scale
     log_r = (math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
-    u = torch.rand(n, 10, 4, generator=generator, dtype=torch.float64)
+    u = _uniform((n, 10, 4), generator, device, torch.float64)
     target = area * (lo + (hi - lo) * u[..., 0])
     aspect = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * u[..., 1])
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
     ok = (w > 0) & (w <= size) & (h > 0) & (h <= size)
-    first = ok.to(torch.int8).argmax(dim=1)
-    rows = torch.arange(n)
-    w, h, u = w[rows, first], h[rows, first], u[rows, first]
+    first = ok.to(torch.int8).argmax(dim=1, keepdim=True)  # the first valid try (0 when there is none)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    u = u.gather(1, first[..., None].expand(n, 1, 4)).squeeze(1)
     top = torch.floor(u[:, 2] * (size - h + 1))
     left = torch.floor(u[:, 3] * (size - w + 1))
     # no valid try: torchvision's central fallback (for a square image it is the whole image unless the
     # ratio range excludes 1, where the box is clamped to the nearest allowed ratio)
+    fw, fh = float(size), float(size)
+    if cfg.crop_ratio[0] > 1.0:
+        fh = float(round(size / cfg.crop_ratio[0]))
+    elif cfg.crop_ratio[1] < 1.0:
+        fw = float(round(size * cfg.crop_ratio[1]))
     any_ok = ok.any(dim=1)
-    if not bool(any_ok.all()):
-        fw, fh = float(size), float(size)
-        if cfg.crop_ratio[0] > 1.0:
-            fh = float(round(size / cfg.crop_ratio[0]))
-        elif cfg.crop_ratio[1] < 1.0:
-            fw = float(round(size * cfg.crop_ratio[1]))
-        w = torch.where(any_ok, w, torch.tensor(fw, dtype=w.dtype))
-        h = torch.where(any_ok, h, torch.tensor(fh, dtype=h.dtype))
-        top = torch.where(any_ok, top, (size - h) // 2)
-        left = torch.where(any_ok, left, (size - w) // 2)
-    flip = torch.rand(n, generator=generator) < cfg.flip_p
+    w = torch.where(any_ok, w, fw)
+    h = torch.where(any_ok, h, fh)
+    top = torch.where(any_ok, top, (size - h) // 2)
+    left = torch.where(any_ok, left, (size - w) // 2)
+    flip = _uniform((n,), generator, device, torch.float32) < cfg.flip_p
     return CropParams(top, left, h, w, flip)
 
 
 def _crop_flip(x: torch.Tensor, p: CropParams, size: int) -> torch.Tensor:
     """Resample each sample's crop box to ``size`` x ``size`` (flipped where asked) in one grid_sample."""
     n = x.shape[0]
-    dev = x.device
     sx = (p.width / size) * torch.where(p.flip, -1.0, 1.0).to(torch.float64)
     tx = (2 * p.left + p.width) / size - 1
     sy = p.height / size
     ty = (2 * p.top + p.height) / size - 1
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, tx, sy, ty
-    grid = F.affine_grid(theta.to(dev, x.dtype), [n, x.shape[1], size, size], align_corners=False)
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([sx, zero, tx, zero, sy, ty], dim=1).view(n, 2, 3)
+    theta = theta.to(x.device, x.dtype, non_blocking=True)
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -110,19 +135,6 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
     return 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # torchvision weights
-
-
-def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return (x * f).clamp_(0, 1)
-
-
-def _contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    return (f * x + (1 - f) * mean).clamp_(0, 1)
-
-
-def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return (f * x + (1 - f) * _gray(x)).clamp_(0, 1)
 
 
 def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -150,43 +162,61 @@ def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _blend(x: torch.Tensor, op: torch.Tensor, factors: torch.Tensor, rgb: bool) -> torch.Tensor:
+    """Each sample's op ``op`` (0 brightness, 1 contrast, 2 saturation, anything else: none) as ``f x + (1-f) m``."""
+    shape = (x.shape[0], 1, 1, 1)
+    f = factors.gather(1, op.clamp(0, 2)[:, None]).squeeze(1)
+    f = torch.where((op >= 0) & (op < (3 if rgb else 2)), f, 1.0).view(shape)  # gray: saturation is a no-op
+    g = _gray(x)
+    m = torch.where((op == 1).view(shape), g.mean(dim=(1, 2, 3), keepdim=True), 0.0)
+    if rgb:
+        m = torch.where((op == 2).view(shape), g, m)
+    return (f * x + (1 - f) * m).clamp_(0, 1)
+
+
 def _jitter(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """torchvision ``ColorJitter`` per sample: four ops (brightness 0, contrast 1, saturation 2, hue 3) in each
+    sample's own random order, applied position by position to the whole batch (no regrouping by op).
+
+    RGB: each sample's order is shifted so that its hue lands on slot 3 of 7 (slots before and after hold its
+    other ops, or nothing), so the costly hue runs once for the batch instead of once per position.
+    """
     n = x.shape[0]
     b = 0.8 * cfg.jitter_strength
     hue = 0.2 * cfg.jitter_strength
     if b <= 0 and hue <= 0:
         return x
     lo = max(0.0, 1.0 - b)
-    u = torch.rand(n, 4, generator=generator)
-    factors = lo + (1 + b - lo) * u[:, :3]
-    hue_f = -hue + 2 * hue * u[:, 3]
-    order = torch.argsort(torch.rand(n, 4, generator=generator), dim=1)  # torchvision: randperm(4) per call
+    u = _uniform((n, 4), generator, x.device, torch.float32)
+    order = torch.argsort(_uniform((n, 4), generator, x.device, torch.float32), dim=1)  # randperm(4) per sample
     dev = x.device
-    factors = factors.to(dev, x.dtype).view(n, 3, 1, 1, 1)
-    hue_f = hue_f.to(dev, x.dtype)
-    order = order.to(dev)
-    ops = [lambda t, i: _brightness(t, factors[i, 0]), lambda t, i: _contrast(t, factors[i, 1])]
-    if x.shape[1] == 3:
-        ops += [lambda t, i: _saturation(t, factors[i, 2]), lambda t, i: _hue(t, hue_f[i])]
-    # each op runs once per sample, on the samples that have it at this position (index groups, no waste)
-    for pos in range(4):
-        for k, op in enumerate(ops):
-            idx = (order[:, pos] == k).nonzero().squeeze(1)
-            if idx.numel():
-                x = x.index_copy(0, idx, op(x.index_select(0, idx), idx))
+    factors = (lo + (1 + b - lo) * u[:, :3]).to(dev, x.dtype, non_blocking=True)
+    hue_f = (-hue + 2 * hue * u[:, 3]).to(dev, x.dtype, non_blocking=True)
+    order = order.to(dev, non_blocking=True)
+    if x.shape[1] != 3:
+        for pos in range(4):
+            x = _blend(x, order[:, pos], factors, rgb=False)
+        return x
+    k = (order == 3).to(torch.int8).argmax(dim=1, keepdim=True)  # the position of each sample's hue
+    src = torch.arange(7, device=dev) - 3 + k  # slot s holds the op at position s - 3 + k
+    slots = torch.where((src >= 0) & (src <= 3), order.gather(1, src.clamp(0, 3)), -1)
+    for slot in range(7):
+        x = _hue(x, hue_f) if slot == 3 else _blend(x, slots[:, slot], factors, rgb=True)
     return x
 
 
 def augment(frames: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 ``[B, C, H, W]`` (C = 1 or 3, any device) -> float32 ``[B, 3, S, S]``, augmented and normalized.
 
-    Each sample gets its own crop, flip and jitter; parameters come from ``generator`` (CPU) in a fixed
-    order, so the same seed gives the same output on CPU and GPU (up to float rounding).
+    Each sample gets its own crop, flip and jitter; parameters come from ``generator`` in a fixed order, drawn
+    on its device (the default generator of ``frames``' device when None): the same seed on the same device
+    gives the same output. Nothing synchronises with the device.
     """
     x = frames.float().div_(255.0)
     if x.shape[-2:] != (cfg.size, cfg.size):
         x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True, align_corners=False)
-    x = _crop_flip(x, sample_crop_params(x.shape[0], cfg.size, cfg, generator), cfg.size)
+    params = sample_crop_params(x.shape[0], cfg.size, cfg, generator, x.device)
+    x = _crop_flip(x, params, cfg.size)
     x = _jitter(x.clamp_(0, 1), cfg, generator)
     x = (x - cfg.mean) / cfg.std
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from hostsync import no_host_sync
 from timm_uscl.training.data import augment as A
 
 CFG = A.AugmentConfig(size=32)
@@ -62,26 +63,74 @@ def test_crop_flip_equals_torchvision_resized_crop() -> None:
     assert torch.allclose(ours[0], x[0], atol=1e-6)
 
 
-def test_colour_ops_match_torchvision_and_are_no_ops_on_gray() -> None:
+def _torchvision_jitter(x: torch.Tensor, cfg: A.AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's ColorJitter ops, one sample at a time, with the factors and order ``_jitter`` draws."""
     tvf = pytest.importorskip("torchvision.transforms.v2.functional")
-    x = torch.rand(4, 3, 8, 8)
-    f = torch.tensor([0.4, 0.9, 1.3, 1.6]).view(4, 1, 1, 1)
-    hue = torch.tensor([-0.16, -0.05, 0.07, 0.16])
-    for i in range(4):
-        assert torch.allclose(
-            A._contrast(x[i : i + 1], f[i]), tvf.adjust_contrast(x[i : i + 1], float(f[i])), atol=1e-5
-        )
-        assert torch.allclose(
-            A._saturation(x[i : i + 1], f[i]), tvf.adjust_saturation(x[i : i + 1], float(f[i])), atol=1e-5
-        )
-        assert torch.allclose(
-            A._hue(x[i : i + 1], hue[i : i + 1]), tvf.adjust_hue(x[i : i + 1], float(hue[i])), atol=1e-4
-        )
+    b, hue = 0.8 * cfg.jitter_strength, 0.2 * cfg.jitter_strength
+    lo = max(0.0, 1.0 - b)
+    u = torch.rand(len(x), 4, generator=generator)
+    order = torch.argsort(torch.rand(len(x), 4, generator=generator), dim=1)
+    ops = [tvf.adjust_brightness, tvf.adjust_contrast, tvf.adjust_saturation, tvf.adjust_hue]
+    out = []
+    for i in range(len(x)):
+        y = x[i]
+        for k in order[i].tolist():
+            if x.shape[1] == 1 and k >= 2:
+                continue  # saturation and hue do nothing to a grey image
+            f = float(-hue + 2 * hue * u[i, 3]) if k == 3 else float(lo + (1 + b - lo) * u[i, k])
+            y = ops[k](y, f)
+        out.append(y)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_jitter_applies_each_samples_own_ops_in_its_own_order_like_torchvision(channels: int) -> None:
+    x = torch.rand(24, channels, 8, 8)
+    ours = A._jitter(x.clone(), CFG, torch.Generator().manual_seed(4))
+    ref = _torchvision_jitter(x, CFG, torch.Generator().manual_seed(4))
+    assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_saturation_and_hue_are_no_ops_on_gray() -> None:
     gray = _frames(8)
     one = A.augment(gray, CFG, torch.Generator().manual_seed(1))
     three = A.augment(gray.expand(8, 3, 32, 32), CFG, torch.Generator().manual_seed(1))
     # saturation and hue are no-ops on 3 equal channels (up to torchvision's gray weights summing to 0.9999)
     assert torch.allclose(one, three, atol=1e-3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_augment_never_makes_the_host_wait_for_the_device(channels: int) -> None:
+    # no nonzero / item / boolean-mask indexing: on a GPU the whole augmentation is a queue of launches
+    x = _frames(16, channels)
+    odd = A.AugmentConfig(size=32, crop_ratio=(1.5, 2.0))  # ratios that force the centre-crop fallback too
+    with no_host_sync():
+        A.augment(x, CFG, torch.Generator().manual_seed(0))
+        A.augment(x, odd, torch.Generator().manual_seed(0))
+        A.augment(x, CFG)
+
+
+def test_draws_come_from_the_given_generator_and_leave_the_global_one_alone() -> None:
+    state = torch.get_rng_state()
+    a = A.augment(_frames(), CFG, torch.Generator().manual_seed(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(2)
+    b = A.augment(_frames(), CFG)  # no generator: the default generator of the data's device
+    assert torch.equal(a, b) and not torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_augment_on_the_gpu_draws_there_and_never_synchronises() -> None:
+    x = _frames(64).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = A.augment(x, CFG, g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    again = A.augment(x, CFG, torch.Generator(device="cuda").manual_seed(0))
+    assert out.is_cuda and torch.equal(out, again)
 
 
 def test_no_jitter_full_crop_is_identity_or_flip() -> None:
