@@ -56,8 +56,8 @@ class TrainConfig:
     arch: str = "resnet18_uscl"
     proj_dim: int = 128
     temperature: float = 0.5
-    init: str = "timm"  # timm (zero-init of each residual block's last BN weight) | torchvision (the reference)
-    bn_views: str = "joint"  # joint: both views in one BatchNorm batch | per_view: each view apart (the reference)
+    init: str = "torchvision"  # torchvision (the reference's ResNet init) | timm (last BN of each block zeroed)
+    bn_views: str = "per_view"  # per_view: each view its own BatchNorm batch (the reference) | joint: one batch
     # optimisation
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
@@ -76,6 +76,8 @@ class TrainConfig:
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
+    graphs: str = "off"  # auto | on | off: plain and meta steps as CUDA graphs (training/meta/graphs.py); not yet
+    # run on a GPU, so off until a lent device has run its CUDA tests
     seed: int = 0
     out_dir: str = "runs/meta_uscl"
     checkpoint_every: int = 100  # steps; a checkpoint is also written at every epoch end
@@ -83,6 +85,12 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics lines; loss values reach the host only here and at checkpoints
     tensorboard: bool = False
     export_tag: str = "resnet18_uscl.metauscl_covidblues_64"  # weights-table row the final export describes
+    # online evaluation: frozen-feature kNN + linear probe on a labelled set every `online_every` epochs
+    online_eval: str | None = None  # None (off) | a built-in task name (pocus, covid_blues, busi) | a --task-dir folder
+    online_every: int = 5
+    online_frames: int = 4  # frames per video of the labelled set
+    online_max_items: int | None = None  # per fold (None: all)
+    online_data_root: str | None = None  # for built-in task names: the data root (default: $TIMM_USCL_DATA)
     # the data pipeline (source, pair_type, image_size, batch_size, ...): see DataConfig
     data: DataConfig = field(default_factory=_trainer_data)
 
@@ -113,6 +121,8 @@ class TrainConfig:
             (math.isfinite(self.cmw_lr) and self.cmw_lr > 0, f"cmw_lr must be a finite number > 0, not {self.cmw_lr}"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
             (self.max_steps >= 0, "max_steps must be >= 0 (0: run every epoch)"),
+            (self.graphs in ("auto", "on", "off"), f"graphs must be auto, on or off, not {self.graphs!r}"),
+            (self.online_every >= 1 and self.online_frames >= 1, "online_every and online_frames must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
             (
                 not (self.meta and self.data.meta_fraction <= 0),

@@ -38,9 +38,12 @@ import timm_uscl  # noqa: F401  (registers the plugin's architectures for Contra
 from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
 from .config import TrainConfig, data_config, save_config
-from .data import PairBatch, PairDataModule
+from .data import PairBatch
+from .data.module import PairDataModule
+from .data.store_module import StoreDataModule, data_module
 from .errors import RunFolderError, TrainingDivergedError, USCLError
-from .meta import MetaStepConfig, StepOutput, cmw_optimizer, meta_step, plain_step
+from .evaluation.online import OnlineEvaluator
+from .meta import MetaStepConfig, StepGraphs, StepOutput, cmw_optimizer, meta_step, plain_step
 from .model import CMWNet, ContrastiveModel
 from .monitor import Metrics, plot_run
 from .optim import build_optimizer, build_scheduler, lr_factor
@@ -59,6 +62,7 @@ __all__ = [
     "train_one_epoch",
     "save_run_checkpoint",
     "finish_run",
+    "evaluate_online",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,13 +94,16 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     cmw_opt: torch.optim.Optimizer | None
     step_cfg: MetaStepConfig
-    data: PairDataModule
+    data: PairDataModule | StoreDataModule  # the stream, or the frame store (DataConfig.store)
     epoch: int = 0
     step: int = 0
     loss_value: float = float("nan")  # the last loss read on the host (at a log point)
     nonfinite: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.bool))
     meta_batches: Iterator[PairBatch] | None = None
     resumed_with: list[str] = field(default_factory=list)  # recorded config changes at resume (e.g. more epochs)
+    online: OnlineEvaluator | None = None  # rank 0's online evaluation (frozen-feature probes), when configured
+    online_scores: dict[str, float] = field(default_factory=dict)  # its latest scores, shown on the progress bar
+    graphs: StepGraphs | None = None  # the steps as CUDA graphs (config.graphs), None: eager
 
     @property
     def ckpt_path(self) -> Path:
@@ -172,7 +179,22 @@ def build_run(config: TrainConfig, device: torch.device | None = None) -> RunSta
         autocast=config.bf16,
         bn_views=config.bn_views,
     )
+    online = None
+    if config.online_eval and rank == 0:  # decodes and caches the labelled set once, before the first epoch
+        online = OnlineEvaluator(
+            config.online_eval,
+            data_root=config.online_data_root,
+            image_size=config.image_size,
+            frames_per_video=config.online_frames,
+            max_items=config.online_max_items,
+            mean=config.mean,
+            std=config.std,
+            seed=config.seed,
+        )
+    graphs = None if config.graphs == "off" or config.compile else StepGraphs(config.graphs)
     return RunState(
+        graphs=graphs,
+        online=online,
         config=config,
         device=device,
         rank=rank,
@@ -185,7 +207,7 @@ def build_run(config: TrainConfig, device: torch.device | None = None) -> RunSta
         scheduler=build_scheduler(config, optimizer),
         cmw_opt=cmw_optimizer(cmw, config.cmw_lr) if cmw is not None else None,
         step_cfg=step_cfg,
-        data=PairDataModule(data_config(config), rank=rank, world_size=world),
+        data=data_module(data_config(config), rank=rank, world_size=world, device=device, need_meta=config.meta),
         nonfinite=torch.zeros((), dtype=torch.bool, device=device),
     )
 
@@ -316,7 +338,8 @@ def _step(run: RunState, batch: PairBatch) -> StepOutput:
         x1 = x1.contiguous(memory_format=torch.channels_last)
         x2 = x2.contiguous(memory_format=torch.channels_last)
     if run.cmw is None or run.cmw_opt is None:
-        return plain_step(
+        plain = run.graphs.plain_step if run.graphs is not None else plain_step
+        return plain(
             run.model,
             run.optimizer,
             x1,
@@ -330,7 +353,8 @@ def _step(run: RunState, batch: PairBatch) -> StepOutput:
         if run.meta_batches is None:
             run.meta_batches = run.data.meta_iterator()
         m1, m2 = run.data.gpu_views(next(run.meta_batches), device)
-    return meta_step(run.model, run.cmw, run.optimizer, run.cmw_opt, x1, x2, m1, m2, step=run.step, config=run.step_cfg)
+    meta = run.graphs.meta_step if run.graphs is not None else meta_step
+    return meta(run.model, run.cmw, run.optimizer, run.cmw_opt, x1, x2, m1, m2, step=run.step, config=run.step_cfg)
 
 
 @dataclass
@@ -381,6 +405,7 @@ def _log_point(run: RunState, out: StepOutput, epoch: int, clock: _EpochClock, m
             lr=f"{record['lr']:.3g}",
             pairs_s=f"{record['pairs_per_s']:.1f}",
             wait=f"{100 * record['data_wait']:.0f}%",
+            **{k: f"{v:.3f}" for k, v in run.online_scores.items()},
         )
 
 
@@ -451,7 +476,8 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
     hashes = _gather(digest, run.world)
     export_dir = None
     if run.rank == 0:
-        export_dir = export_run(run.config, run.core, run.cmw, run.out_dir)
+        provenance = environment(run.device)
+        export_dir = export_run(run.config, run.core, run.cmw, run.out_dir, run.step, provenance["commit"])
         if (run.out_dir / "metrics.jsonl").exists():
             plot_run(run.out_dir, dict(metrics.weights))
         summary = {
@@ -464,7 +490,8 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
             "export": str(export_dir),
             "world_size": run.world,
             "resumed_with_changes": run.resumed_with,
-            "environment": environment(run.device),
+            "graphs": dataclasses.asdict(run.graphs.stats) if run.graphs is not None else None,
+            "environment": provenance,
         }
         (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if run.world > 1:
@@ -498,9 +525,28 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
             folder.release()
 
 
+def evaluate_online(run: RunState, epoch: int, metrics: Metrics, last: bool) -> None:
+    """Every ``online_every`` epochs and at the end (rank 0): kNN / linear-probe accuracy of the frozen backbone on
+    the labelled set, logged as ``online_*`` keys (metrics.jsonl, TensorBoard, ``plots/online.png``)."""
+    if run.online is None or not (last or (epoch + 1) % run.config.online_every == 0):
+        return
+    scores = run.online(run.core.backbone)
+    run.online_scores = scores
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": run.step, **{f"online_{k}": v for k, v in scores.items()}}
+    metrics.log(record)
+    log.info(
+        "epoch %d online evaluation on %s: %s",
+        epoch + 1,
+        run.config.online_eval,
+        ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
+    )
+
+
 def _train(run: RunState, metrics: Metrics, progress: bool) -> None:
     for epoch in range(run.epoch, run.config.epochs):
-        if train_one_epoch(run, epoch, metrics, progress):
+        stopped = train_one_epoch(run, epoch, metrics, progress)
+        evaluate_online(run, epoch, metrics, last=stopped or epoch + 1 == run.config.epochs)
+        if stopped:
             save_run_checkpoint(run, epoch)
             return
         run.scheduler.step()

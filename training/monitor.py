@@ -44,37 +44,63 @@ class Metrics:
             self.writer.close()
 
 
-def plot_run(out_dir: Path, weights: dict[str, list[float]]) -> None:
-    """Loss and lr curves from metrics.jsonl, and a histogram of CMW weights per data source."""
+def _line_plot(path: Path, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # before pyplot: no display needed
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, points in series.items():
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if len(points) < 30 else None)
+    if len(series) > 1:
+        ax.legend()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _histogram(path: Path, weights: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for source, values in sorted(weights.items()):
+        ax.hist(values, bins=30, alpha=0.6, label=f"{source} (n={len(values)})")
+    ax.set_xlabel("CMW-Net weight (raw sigmoid)")
+    ax.set_ylabel("pairs")
+    ax.set_title("CMW-Net weights, last epoch")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_run(out_dir: Path, weights: dict[str, list[float]]) -> None:
+    """From metrics.jsonl: loss (and meta loss) and lr per step, the online evaluation per epoch when the run had
+    one (``plots/online.png``), and a histogram of the last epoch's CMW weights per data source."""
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
-    steps = [r["step"] for r in records]
-    for key in ("loss", "lr"):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, [r[key] for r in records])
-        if key == "loss" and any("meta_loss" in r for r in records):
-            meta = [(r["step"], r["meta_loss"]) for r in records if "meta_loss" in r]
-            ax.plot(*zip(*meta), label="meta loss", alpha=0.7)
-            ax.legend()
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        fig.tight_layout()
-        fig.savefig(plots / f"{key}.png", dpi=100)
-        plt.close(fig)
+    steps = [r for r in records if "loss" in r]
+    _line_plot(
+        plots / "loss.png",
+        {
+            "loss": [(r["step"], r["loss"]) for r in steps],
+            "meta loss": [(r["step"], r["meta_loss"]) for r in steps if "meta_loss" in r],
+        },
+        "step",
+        "loss",
+    )
+    _line_plot(plots / "lr.png", {"lr": [(r["step"], r["lr"]) for r in steps]}, "step", "lr")
+    online = sorted({k for r in records for k in r if k.startswith("online_")})
+    if online:
+        series = {k[len("online_") :]: [(r["epoch"], r[k]) for r in records if k in r] for k in online}
+        _line_plot(plots / "online.png", series, "epoch", "online evaluation")
     if weights:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for source, values in sorted(weights.items()):
-            ax.hist(values, bins=30, alpha=0.6, label=f"{source} (n={len(values)})")
-        ax.set_xlabel("CMW-Net weight (raw sigmoid)")
-        ax.set_ylabel("pairs")
-        ax.set_title("CMW-Net weights, last epoch")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "cmw_weights.png", dpi=100)
-        plt.close(fig)
+        _histogram(plots / "cmw_weights.png", weights)

@@ -1,50 +1,102 @@
-"""The export of a finished run: the backbone as a Hub-ready folder whose card describes this run."""
+"""The export of a finished run: the backbone as a Hub-ready folder whose card describes THIS run.
+
+Why: a weights-table row describes the weights of its own recipe and budget (e.g. "COVID-BLUES at 64px"), and its
+measured results belong to the weights they were measured on. A 2-step, 32 px smoke run on the test fixtures exported
+under that row's tag used to inherit both. Here the row only names the architecture and the Hub tag; the card's
+description, data, input size, recipe and a "Training run" table (data, image size, epochs, steps, recipe, init, BN
+batching, seed, commit) come from this run, and it carries NO evaluation results: ``timm-uscl evaluate
+local-dir:EXPORT --card EXPORT`` measures these very weights and adds them (checked by sha256).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from timm_uscl import export, get_weights
+from timm_uscl.weights import WeightsEntry
 
 from .config import TrainConfig
+from .errors import RunFolderError
 from .model import CMWNet, ContrastiveModel
 
-__all__ = ["export_run"]
-
-log = logging.getLogger(__name__)
+__all__ = ["export_run", "run_entry"]
 
 
 def _is_table_data(source: str, datasets: tuple[str, ...]) -> bool:
     """A Hub id listed for the tag, or a local copy of it (a folder named like the dataset)."""
 
     def norm(name: str) -> str:
-        return name.rsplit("/", 1)[-1].lower().replace("-", "_")
+        return name.rstrip("/").rsplit("/", 1)[-1].lower().replace("-", "_")
 
     return source in datasets or norm(str(Path(source))) in {norm(d) for d in datasets}
 
 
-def export_run(config: TrainConfig, model: ContrastiveModel, cmw: CMWNet | None, out_dir: Path) -> Path:
-    """The run's backbone as an export folder (``<out_dir>/export``), projection head and CMW-Net beside it."""
-    entry = get_weights(config.export_tag)
-    size = (3, config.image_size, config.image_size)
-    stats = ((config.mean,) * 3, (config.std,) * 3)
-    if entry.input_size != size or (entry.mean, entry.std) != stats:
-        log.warning(
-            "run differs from %s (input %s, mean/std %s): the export records the run's values", entry.name, size, stats
-        )
-        entry = dataclasses.replace(entry, input_size=size, mean=stats[0], std=stats[1])
+def _recipe(config: TrainConfig) -> str:
+    optimiser = f"{config.optimizer} lr {config.lr:g}, weight decay {config.weight_decay:g}"
+    meta = f"CMW-Net meta-weighting every {config.meta_interval} step(s)" if config.meta else "no meta-weighting"
+    return (
+        f"preset {config.preset}: {config.pair_type} pairs, {meta}, {optimiser}, schedule {config.schedule} "
+        f"({config.warmup_epochs} warm-up epochs), batch {config.batch_size} videos, "
+        f"NT-Xent tau {config.temperature:g}; timm-uscl trainer"
+    )
+
+
+def run_entry(config: TrainConfig, steps: int, commit: str | None) -> WeightsEntry:
+    """The card facts of this run's export: the ``export_tag`` row's architecture and tag, everything else the run's."""
+    row = get_weights(config.export_tag)
     sources = [config.source] if isinstance(config.source, str) else list(config.source)
-    if not all(_is_table_data(s, entry.datasets) for s in sources):  # never claim data the run did not see
-        log.warning("run data %s is not %s's: the export names the run's data instead", sources, entry.name)
-        entry = dataclasses.replace(
-            entry,
-            pretrain_data=", ".join(sources),
-            datasets=(),
-            pretrain_data_license="that of the data named above (not checked by the trainer): check it before sharing",
-        )
+    table_data = all(_is_table_data(s, row.datasets) for s in sources)
+    data = row.pretrain_data if table_data else ", ".join(sources)
+    size = config.image_size
+    facts = (
+        ("data", ", ".join(sources)),
+        ("image size", f"{size} px"),
+        ("epochs", str(config.epochs)),
+        ("steps", str(steps)),
+        ("recipe", _recipe(config)),
+        ("initialisation", config.init),
+        ("BatchNorm batches", config.bn_views),
+        ("seed", str(config.seed)),
+        ("commit", commit or "unknown (not a git checkout)"),
+    )
+    return dataclasses.replace(
+        row,
+        description=(
+            f"{row.arch.split('_')[0]} pretrained by `timm-uscl pretrain` (preset {config.preset}) on "
+            f"{', '.join(sources)} at {size}px: {config.epochs} epochs, {steps} steps"
+        ),
+        input_size=(3, size, size),
+        mean=(config.mean,) * 3,
+        std=(config.std,) * 3,
+        recipe=_recipe(config),
+        pretrain_data=data,
+        datasets=row.datasets if table_data else (),
+        pretrain_data_license=row.pretrain_data_license
+        if table_data
+        else "that of the data named above (not checked by the trainer): check it before sharing",
+        results=(),
+        results_sha256=None,
+        run=facts,
+    )
+
+
+def export_run(
+    config: TrainConfig, model: ContrastiveModel, cmw: CMWNet | None, out_dir: Path, steps: int, commit: str | None
+) -> Path:
+    """The run's backbone as ``<out_dir>/export``, projection head and CMW-Net beside it. The run owns its folder
+    (see :mod:`.run_folder`), so an export left by an earlier stretch of this run (before a resume) is replaced."""
     extra = {"projection_head.safetensors": model.head.state_dict()}
     if cmw is not None:
         extra["cmw_net.safetensors"] = cmw.state_dict()
-    return export(model.backbone, out_dir / "export", entry, extra_files=extra)
+    target = out_dir / "export"
+    try:
+        return export(model.backbone, target, run_entry(config, steps, commit), extra_files=extra, overwrite=True)
+    except (OSError, SafetensorError) as err:  # a full disk: torch/safetensors report it in their own words
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:160]
+        raise RunFolderError(
+            f"{target}: the export could not be written ({reason}); last.pt is complete, so free space and run "
+            f"the same command with --resume to export again"
+        ) from err

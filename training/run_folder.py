@@ -38,6 +38,8 @@ RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "summary.json", "p
 
 RESUMABLE_KEYS = frozenset(
     {"out_dir", "max_steps", "log_every", "checkpoint_every", "tensorboard", "num_workers", "timeout", "cache_dir"}
+    | {"online_eval", "online_every", "online_frames", "online_max_items", "online_data_root"}
+    | {"store", "store_budget_mb", "store_file", "decoder"}  # where and how frames are held (the same frames)
 )
 """Config keys a resumed run may change silently: how it runs and reports, never what it computes."""
 

@@ -88,7 +88,7 @@ def test_smoke_run_writes_a_loadable_export(clip_folder, tmp_path):
         k: v for k, v in load_training_state(run / CHECKPOINT_NAME)["model"].items() if k.startswith("backbone.")
     }
     assert all(torch.equal(model.state_dict()[k[len("backbone.") :]], v) for k, v in backbone.items())
-    assert model.pretrained_cfg["input_size"] == [3, 32, 32]
+    assert tuple(model.pretrained_cfg["input_size"]) == (3, 32, 32)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(clip_folder, tmp_path, monkeypatch):
@@ -186,3 +186,33 @@ def test_two_process_ddp_ends_with_identical_weights(clip_folder, tmp_path):
     assert len(hashes) == 2 and hashes[0] == hashes[1]  # backbone, head and CMW-Net on both ranks
     assert summary["world_size"] == 2
     assert summary["steps"] == 2  # 8 training videos, sharded 4 per rank by file, batch 2
+
+
+def test_online_evaluation_logs_probe_accuracy_per_epoch_and_plots_it(clip_folder, data_root, tmp_path):
+    online = {
+        "online_eval": "pocus",
+        "online_data_root": str(data_root),
+        "online_every": 1,
+        "online_frames": 2,
+        "online_max_items": 3,
+    }
+    pretrain(_config(clip_folder, tmp_path / "run", epochs=2, **online), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    probes = [r for r in records if "online_knn_acc" in r]
+    assert [r["epoch"] for r in probes] == [1, 2]
+    assert all(0.0 <= r["online_knn_acc"] <= 1.0 and 0.0 <= r["online_linear_acc"] <= 1.0 for r in probes)
+    assert (tmp_path / "run" / "plots" / "online.png").is_file()
+    assert (tmp_path / "run" / "plots" / "loss.png").is_file()  # the loss plot skips the online lines
+
+
+def test_online_evaluation_is_off_by_default(clip_folder, tmp_path):
+    pretrain(_config(clip_folder, tmp_path / "run", epochs=1), progress=False)
+    records = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "online_" not in records and not (tmp_path / "run" / "plots" / "online.png").exists()
+
+
+def test_graph_captured_steps_fall_back_to_eager_on_cpu_and_say_so(clip_folder, tmp_path):
+    result = pretrain(_config(clip_folder, tmp_path / "run", epochs=1, graphs="auto"), progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["graphs"]["eager"] == result.steps and summary["graphs"]["replays"] == 0
+    assert "cuda" in summary["graphs"]["reason"].lower() or "cpu" in summary["graphs"]["reason"].lower()

@@ -19,6 +19,7 @@ _FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
     "max_steps": "max_steps",
     "arch": "arch",
     "lr": "lr",
+    "online_eval": "online_eval",
 }
 
 
@@ -41,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--arch", help="timm architecture of the backbone (default resnet18_uscl)")
     p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--online-eval",
+        metavar="TASK|DIR",
+        help="every online_every epochs (--set online_every=5), a kNN and linear probe of the frozen backbone on a "
+        "labelled set: a built-in task (pocus, covid_blues, busi) or a --task-dir folder",
+    )
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-meta", action="store_true", help="turn CMW-Net meta-weighting off")

@@ -1,0 +1,36 @@
+"""A trainer export's card describes its own run and claims no results it did not earn (issue 9.2, M7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from timm_uscl.training.config import load_config
+from timm_uscl.training.engine import pretrain
+
+SMOKE = {  # the README smoke run
+    "image_size": 32,
+    "batch_size": 3,
+    "num_workers": 0,
+    "meta_batch_size": 2,
+    "meta_fraction": 0.3,
+    "cache_dir": None,
+    "epochs": 1,
+}
+
+
+def test_the_smoke_run_card_names_its_data_size_and_steps_and_holds_no_results(fixtures_dir: Path, tmp_path: Path):
+    source = fixtures_dir / "pocus_videos"
+    config = load_config("meta_uscl", overrides={**SMOKE, "source": str(source), "out_dir": str(tmp_path / "run")})
+    result = pretrain(config, progress=False)
+    assert result.export_dir is not None
+    card = (result.export_dir / "README.md").read_text()
+    assert result.steps == 2
+    assert str(source) in card and "32px" in card and "2 steps" in card
+    assert "COVID-BLUES at 64px" not in card  # the weights-table row's description is not this run's
+    for measured in ("57.2", "43.9", "model-index", "| accuracy"):  # the row's CPU-budget results
+        assert measured not in card, measured
+    facts = json.loads((result.export_dir / "config.json").read_text())["timm_uscl"]
+    run = dict(facts["run"]) if isinstance(facts["run"], list) else facts["run"]
+    assert run["image size"] == "32 px" and run["steps"] == str(result.steps) and run["data"] == str(source)
+    assert "commit" in run and run["initialisation"] == config.init
