@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", default="meta_uscl", choices=("meta_uscl", "uscl", "simclr"))
     p.add_argument("--config", default=None, help="YAML file of config keys, applied over the preset")
-    p.add_argument("--data", help="Hub dataset id, local folder of videos, or parquet glob")
+    p.add_argument("--data", help="Hub dataset id, local folder of videos or of frame folders, or parquet glob")
     p.add_argument("--out", help="run folder (checkpoints, metrics, plots, export)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="videos (pairs) per step and process")

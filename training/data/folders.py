@@ -66,10 +66,8 @@ def inside(root: Path, rel: str, where: str) -> Path:
     """
     real_root = root.resolve()
     if not rel or os.path.isabs(rel):
-        raise DataError(
-            f"{where}: file_name {rel!r} is {'empty' if not rel else 'an absolute path'}, not a file inside {root}; "
-            "give paths relative to the folder"
-        )
+        what = "empty" if not rel else f"an absolute path, outside {root}"
+        raise DataError(f"{where}: file_name {rel!r} is {what}; give paths relative to the folder")
     path = Path(os.path.normpath(root / rel))
     real = path.resolve()
     if real.is_relative_to(real_root):

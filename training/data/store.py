@@ -96,6 +96,14 @@ def store_settings(cfg: DataConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "meta_group_by": cfg.meta_group_by,
         "origin": [cfg.source] if isinstance(cfg.source, str) else list(cfg.source),
+        # what makes a row and its frames: a different grouping or column is a different corpus
+        "split": cfg.split,
+        "video_column": cfg.video_column,
+        "key_column": cfg.key_column,
+        "source_column": cfg.source_column,
+        "group_column": cfg.group_column,
+        "frame_column": cfg.frame_column,
+        "extensions": list(cfg.extensions),
     }
 
 
@@ -129,9 +137,11 @@ class _Clips:
     sources: list[str] = field(default_factory=list)
     meta: list[bool] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    bad_frames: list[tuple[str, str]] = field(default_factory=list)  # frames of frame videos that did not read
     total: int = 0
 
-    def add(self, row: Mapping[str, Any], flag: bool, got: torch.Tensor | str) -> None:
+    def add(self, row: Mapping[str, Any], flag: bool, got: torch.Tensor | str, bad: list[tuple[str, str]]) -> None:
+        self.bad_frames += bad
         if isinstance(got, str):
             log.warning("skipping %s: %s", row["key"], got)
             self.skipped[row["key"]] = got
@@ -159,13 +169,16 @@ def build_store(cfg: DataConfig, limit_bytes: int | None = None, workers: int | 
     backend = resolve_decoder(cfg.decoder)  # once, here: the choice is logged once
     got = _Clips(limit_bytes)
 
-    def work(item: tuple[dict[str, Any], bool]) -> tuple[dict[str, Any], bool, torch.Tensor | str]:
+    def work(item: tuple[dict[str, Any], bool]) -> tuple[dict[str, Any], bool, torch.Tensor | str, list]:
         row, flag = item
+        bad: list[tuple[str, str]] = []  # a bad frame of a frame video is skipped and counted, like a bad video
         try:
-            clip = decode_clip(row["video"], cfg.image_size, grayscale=cfg.grayscale, cache=cache, decoder=backend)
+            clip = decode_clip(
+                row["video"], cfg.image_size, grayscale=cfg.grayscale, cache=cache, decoder=backend, bad_frames=bad
+            )
         except Exception as e:  # noqa: BLE001 - any bad file is skipped and reported, never fatal
-            return row, flag, str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
-        return row, flag, clip if len(clip) else "no frame decodes"
+            return row, flag, str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}", bad
+        return row, flag, clip if len(clip) else "no frame decodes", bad
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the clips decode in parallel threads already: one intra-op thread each
@@ -180,6 +193,8 @@ def build_store(cfg: DataConfig, limit_bytes: int | None = None, workers: int | 
         reasons = "; ".join(f"{k}: {v}" for k, v in list(got.skipped.items())[:10]) or "no rows"
         raise DataError(f"no video decoded from {cfg.source}; skipped {reasons}")
     frames = torch.cat(got.clips)
+    for name, reason in got.bad_frames:  # "<video>/<frame>" beside the skipped videos' keys
+        got.skipped.setdefault(name, reason)
     return FrameStore(frames, got.lengths, got.keys, got.sources, got.meta, store_settings(cfg), got.skipped)
 
 

@@ -8,7 +8,6 @@ that is missing, empty or does not decode stops the run with one line naming it 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,13 +17,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.decode import read_frames
+from ..data.folders import frame_files
+from ..data.frames import FRAME_EXTENSIONS, frame_video
 from ..errors import DataError, EvaluationError
-from .metadata import inside
 from .tasks import Item, TaskData, TaskSpec, frame_indices
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_task", "listing_of"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = FRAME_EXTENSIONS
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".wmv", ".gif")
 
 
@@ -50,11 +50,6 @@ def _check_exists(path: Path, where: Path | str | None) -> None:
         raise _bad(path, "empty (0 bytes)", where)
 
 
-def _natural(path: Path) -> list[object]:
-    """frame_2 before frame_10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
 def _load_image(path: Path, size: int, nearest: bool = False) -> torch.Tensor:
     """A grey ``[1, size, size]`` uint8 image; JPEGs are already downscaled by the decoder (``draft``)."""
     with Image.open(path) as im:
@@ -73,11 +68,22 @@ def _image(path: Path, size: int, where: Path | str | None, nearest: bool = Fals
 
 
 def _frame_folder(folder: Path, k: int, size: int, where: Path | str | None) -> torch.Tensor:
-    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural)
+    """Evenly spaced frames of a frame folder, read as pretraining reads them (natural name order, one decoder)."""
+    try:
+        frames = frame_files(folder, folder, str(where or folder))
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
     if not frames:
         raise _bad(folder, f"a frame folder without images ({', '.join(IMAGE_SUFFIXES)})", where)
-    picked = [inside(folder, frames[i].name, str(folder)) for i in frame_indices(len(frames), k)]
-    return torch.stack([_image(p, size, where) for p in picked])
+    bad: list[tuple[str, str]] = []
+    video = frame_video([{"path": str(p)} for p in frames], folder.name, str(folder))
+    try:
+        picked = read_frames(video, lambda n: frame_indices(n, k), size, grayscale=True, bad_frames=bad)
+    except DataError as err:
+        raise _bad(folder, f"no frame reads ({_reason(err)})", where) from None
+    if bad:  # evaluation scores every chosen frame: a bad one is an error, not a skip
+        raise _bad(folder, f"frame {bad[0][0]} cannot be read as an image ({bad[0][1]})", where)
+    return picked
 
 
 def _video(path: Path, k: int, size: int, where: Path | str | None) -> torch.Tensor:

@@ -9,12 +9,12 @@ before any decoding, naming what to fix.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EvaluationError
+from ..data.folders import inside as data_inside
+from ..errors import DataError, EvaluationError
 
 __all__ = ["Row", "Columns", "read_metadata", "inside", "parse_fold", "unknown_labels", "check_classes", "fold_range"]
 
@@ -75,16 +75,12 @@ def read_metadata(path: Path, required: Sequence[str]) -> list[Row]:
 
 
 def inside(base: Path, name: str, where: str) -> Path:
-    """``base/name``, refused unless it stays inside ``base`` once ``..`` and symlinks are resolved (L9)."""
-    path = base / name
-    real_base = os.path.realpath(base)
-    real = os.path.realpath(path)
-    if not name or os.path.isabs(name) or os.path.commonpath([real_base, real]) != real_base:
-        raise EvaluationError(
-            f"{where}: file {name!r} lies outside {base}; evaluation reads only files inside the task folder, "
-            "so move the file there and give its relative path"
-        )
-    return path
+    """``base/name``, refused unless it stays inside ``base`` once ``..`` and symlinks are resolved (L9): the rule
+    pretraining applies (:func:`timm_uscl.training.data.folders.inside`), raised as an evaluation error."""
+    try:
+        return data_inside(base, name, where)
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def parse_fold(value: str, folds: Sequence[int] | None, where: str, column: str = "fold") -> int:

@@ -490,3 +490,24 @@ def test_image_rows_without_group_column_and_a_missing_video_column_name_the_fix
         open_source([SourceSpec(source)])
     with pytest.raises(DataError, match=r"frame_column='t'.*set group_column"):
         DataConfig(frame_column="t")
+
+
+def test_the_frame_store_counts_a_bad_frame_and_keys_its_file_by_the_grouping(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from timm_uscl.training.data import DataConfig
+    from timm_uscl.training.data.store import build_store, store_settings
+
+    for v in range(3):
+        folder = tmp_path / "frames" / f"video{v}"
+        folder.mkdir(parents=True)
+        for f in range(4):
+            Image.fromarray(np.full((16, 16), 40 * f + v, np.uint8)).save(folder / f"frame{f}.png")
+    (tmp_path / "frames" / "video1" / "frame2.png").write_bytes(b"not an image")
+    cfg = DataConfig(source=str(tmp_path / "frames"), image_size=16, meta_fraction=0.0, num_workers=1, cache_dir=None)
+    store = build_store(cfg)
+    assert sorted(store.lengths) == [3, 4, 4]
+    assert any(name.endswith("frame2.png") for name in store.skipped)
+    grouped = DataConfig(**{**cfg.__dict__, "group_column": "video_id"})
+    assert store_settings(grouped) != store_settings(cfg)
