@@ -23,6 +23,20 @@ from .virtual_sgd import lookahead_params, virtual_sgd
 __all__ = ["hypergradient"]
 
 
+def _route(config: MetaStepConfig, views: tuple[torch.Tensor, torch.Tensor], tapes: Sequence[Tape] | None) -> str:
+    """The hypergradient route to take: ``auto`` is the linearised one when the caller recorded tapes."""
+    route = config.hypergrad
+    if route == "auto":
+        route = "linearised" if tapes is not None else "jvp"
+    batch_count = len(bn_batches(*views, config.bn_views)) if route == "linearised" else 0
+    if route == "linearised" and (tapes is None or len(tapes) != batch_count):
+        raise ValueError(
+            f"hypergrad='linearised' needs one Tape per BatchNorm batch of the real forwards ({batch_count} for "
+            f"bn_views={config.bn_views!r}, got {0 if tapes is None else len(tapes)}): see timm_uscl.training.tangent"
+        )
+    return route
+
+
 def hypergradient(
     module: nn.Module,
     cmw: nn.Module,
@@ -44,15 +58,7 @@ def hypergradient(
     `tangent` refuses a tape of a model it cannot linearise exactly). The meta batch ``meta_views`` is forwarded
     with the same batching. Nothing here touches ``.grad`` or buffers.
     """
-    route = config.hypergrad
-    if route == "auto":
-        route = "linearised" if tapes is not None else "jvp"
-    batch_count = len(bn_batches(*views, config.bn_views)) if route == "linearised" else 0
-    if route == "linearised" and (tapes is None or len(tapes) != batch_count):
-        raise ValueError(
-            f"hypergrad='linearised' needs one Tape per BatchNorm batch of the real forwards ({batch_count} for "
-            f"bn_views={config.bn_views!r}, got {0 if tapes is None else len(tapes)}): see timm_uscl.training.tangent"
-        )
+    route = _route(config, views, tapes)
     n = h.shape[0] // 2
     params = lookahead_params(module, optimizer, config.lookahead)
     fixed = {k: p.detach() for k, p in module.named_parameters() if k not in params}
