@@ -61,3 +61,27 @@ def test_plugin_imports_stand_at_the_top_of_each_module():
         if isinstance(node, ast.Import | ast.ImportFrom)
     ]
     assert late == [], late
+
+
+TRAINER = PLUGIN.parent / "training" if (PLUGIN.parent / "training").is_dir() else PLUGIN / "training"
+# what each trainer subpackage may import from the rest of the trainer (CONTRIBUTING.md, "Allowed import directions")
+ALLOWED = {
+    "data": {"errors", "_lazy"},
+    "meta": {"errors", "losses", "dist", "model", "_lazy"},
+    "evaluation": {"errors", "config", "provenance", "checkpoint", "data", "_lazy"},
+}
+
+
+def _trainer_imports(package: str) -> set[str]:
+    """The top-level trainer modules and subpackages that ``training/<package>/*.py`` import (``from ..x``)."""
+    found = set()
+    for path in sorted((TRAINER / package).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+    return found
+
+
+def test_trainer_subpackages_import_only_in_the_allowed_directions():
+    for package, allowed in ALLOWED.items():
+        assert _trainer_imports(package) <= allowed, (package, _trainer_imports(package) - allowed)

@@ -34,3 +34,18 @@ def test_the_smoke_run_card_names_its_data_size_and_steps_and_holds_no_results(f
     run = dict(facts["run"]) if isinstance(facts["run"], list) else facts["run"]
     assert run["image size"] == "32 px" and run["steps"] == str(result.steps) and run["data"] == str(source)
     assert "commit" in run and run["initialisation"] == config.init
+
+
+def test_a_full_disk_at_the_export_is_a_one_line_error_that_keeps_the_checkpoint_usable(small_disk, tmp_path):
+    import pytest
+
+    from timm_uscl.training.errors import RunFolderError
+    from timm_uscl.training.model import ContrastiveModel
+    from timm_uscl.training.run_export import export_run
+
+    disk = small_disk("2m")  # a resnet18 backbone is ~45 MB
+    config = load_config("meta_uscl", overrides={**SMOKE, "source": "videos", "out_dir": str(disk)})
+    with pytest.raises(RunFolderError, match="export could not be written .*--resume to export again") as info:
+        export_run(config, ContrastiveModel("resnet18_uscl"), None, disk, steps=2, commit=None)
+    assert "\n" not in str(info.value)
+    assert not any(p.name != "lost+found" for p in disk.iterdir())  # no half-written export left behind
