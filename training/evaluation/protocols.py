@@ -64,14 +64,19 @@ def _fold_result(
     }
 
 
+def _fold_seed(cfg: EvalConfig, fold: int) -> tuple[int, torch.Generator, torch.device]:
+    """A fold's seed (the global RNG, for its new head's init) and its augmentation generator: a fold's numbers
+    depend on the seed and the fold alone, whatever ran before it."""
+    seed = cfg.seed + fold
+    torch.manual_seed(seed)
+    return seed, torch.Generator().manual_seed(seed), torch.device(cfg.device)
+
+
 def finetune_classifier(
     backbone: Backbone, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
 ) -> dict[str, Any]:
     """One fold of the fine-tune: last block + new head (lung tasks, the reference) or the whole network (BUSI)."""
-    seed = cfg.seed + fold
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    device = torch.device(cfg.device)
+    seed, gen, device = _fold_seed(cfg, fold)
     model: TimmModel = copy.deepcopy(backbone.model)
     model.reset_classifier(len(data.spec.classes))
     if data.spec.finetune == "last_block":
@@ -164,10 +169,7 @@ def finetune_unet(
     backbone: Backbone, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
 ) -> dict[str, Any]:
     """One fold of lesion segmentation: U-Net, whole network, BCE + Dice loss, crop/flip applied to image and mask."""
-    seed = cfg.seed + fold
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    device = torch.device(cfg.device)
+    seed, gen, device = _fold_seed(cfg, fold)
     model = build_unet(backbone).to(device)
     lr, batch_size = cfg.hyper(data.spec)
     norm = Normalize(backbone, device)

@@ -10,30 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from hostsync import no_host_sync
+from nets import TinyCNN
 from timm_uscl.errors import USCLError
 from timm_uscl.training.meta import MetaConfigError, MetaStepConfig, StepGraphs, cmw_optimizer, meta_step, plain_step
 from timm_uscl.training.meta import graphs as graphs_module
 from timm_uscl.training.meta.config import StepOutput
 from timm_uscl.training.model import CMWNet, ContrastiveModel
-
-
-class TinyCNN(nn.Sequential):
-    num_features = 6
-
-    def __init__(self) -> None:
-        super().__init__(
-            nn.Conv2d(3, 4, 3),
-            nn.BatchNorm2d(4),
-            nn.ReLU(),
-            nn.Conv2d(4, 6, 3, stride=2),
-            nn.BatchNorm2d(6),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
 
 
 class ReplayByRerun:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from nets import TinyCNN
 from timm_uscl.errors import USCLError
 from timm_uscl.training.losses import nt_xent, weighted_mean
 from timm_uscl.training.meta import (
@@ -25,22 +26,6 @@ from timm_uscl.training.meta import (
 from timm_uscl.training.meta.forward import bn_batches, forward_batches
 from timm_uscl.training.meta.tangent import Tape, tangent
 from timm_uscl.training.model import CMWNet, ContrastiveModel
-
-
-class TinyCNN(nn.Sequential):
-    num_features = 6
-
-    def __init__(self) -> None:
-        super().__init__(
-            nn.Conv2d(3, 4, 3),
-            nn.BatchNorm2d(4),
-            nn.ReLU(),
-            nn.Conv2d(4, 6, 3, stride=2),
-            nn.BatchNorm2d(6),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
 
 
 def _setup(seed: int = 0, warm: bool = True, pairs: int = 4, **sgd):
