@@ -238,3 +238,20 @@ def test_export_config_has_timms_save_for_hf_layout_with_model_args(tmp_path):
     assert ours["timm_uscl"]["name"] == TAG
     gray = timm.create_model(f"local-dir:{tmp_path / 'ours'}", pretrained=True, in_chans=1)
     assert gray.conv1.weight.shape[1] == 1
+
+
+def test_overwrite_never_deletes_files_an_export_does_not_write(tmp_path):
+    import timm
+
+    import timm_uscl
+    from timm_uscl.errors import OutputFolderError
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("months of work")
+    (out / "config.json").write_text("{}")
+    with pytest.raises(OutputFolderError, match="holds files an export does not write .*thesis.tex"):
+        timm_uscl.export(
+            timm.create_model("resnet18", num_classes=0), out, "resnet18_uscl.metauscl_us4_64", overwrite=True
+        )
+    assert (out / "thesis.tex").read_text() == "months of work" and (out / "config.json").read_text() == "{}"

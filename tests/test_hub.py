@@ -59,7 +59,9 @@ def test_push_dry_run_uploads_nothing(hub, source, tmp_path, capsys):
     export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
     hub.reset_log()
     assert cli(["push", str(export_dir), "--repo-id", "someone/dry", "--dry-run"]) == 0
-    assert "would upload to someone/dry: README.md, config.json, model.safetensors" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "would upload to someone/dry, a private repo (unless it exists already)" in out
+    assert out.split(": ", 1)[1].startswith("README.md, config.json, model.safetensors")
     assert hub.requests == []
 
 
@@ -277,3 +279,28 @@ def test_push_dry_run_validates_the_export_as_a_real_push_would(hub, source, tmp
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err and str(export_dir) in err
     assert hub.requests == []
+
+
+def test_push_uploads_only_the_exports_own_files_and_refuses_a_planted_link(hub, source, tmp_path, capsys):
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    secret = tmp_path / "token.txt"
+    secret.write_text("hf_SECRET")
+    (export_dir / "notes.txt").symlink_to(secret)
+    hub.reset_log()
+    assert cli(["push", str(export_dir), "--repo-id", "someone/leak"]) == 1
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "never uploaded" in err and "hf_SECRET" not in err
+    assert hub.requests == []  # refused before any request
+    (export_dir / "notes.txt").unlink()
+    (export_dir / "draft.txt").write_text("mine")
+    assert cli(["push", str(export_dir), "--repo-id", "someone/leak", "--dry-run"]) == 1  # a stray file too
+
+
+def test_push_creates_a_private_repo_unless_public_is_asked(hub, source, tmp_path):
+    from huggingface_hub import HfApi
+
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    assert cli(["push", str(export_dir), "--repo-id", "someone/quiet"]) == 0
+    assert HfApi().model_info("someone/quiet").private is True
+    assert cli(["push", str(export_dir), "--repo-id", "someone/loud", "--public"]) == 0
+    assert HfApi().model_info("someone/loud").private is False

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .convert import convert, read_state_dict, to_timm_state_dict
 from .download import pull
-from .errors import USCLError
+from .errors import HubError, USCLError
 from .export_folder import export
 from .outdir import check_out_dir
 from .store import find_installed
@@ -83,9 +83,12 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    result = push(args.export_dir, args.repo_id, private=args.private, dry_run=args.dry_run)
+    if args.public and args.private:
+        raise HubError("--public and --private contradict each other: pick one")
+    result = push(args.export_dir, args.repo_id, private=not args.public, dry_run=args.dry_run)
     verb = "would upload" if result.dry_run else "uploaded"
-    print(f"{verb} to {result.repo_id}: {', '.join(result.files)}")
+    where = "a PUBLIC repo" if args.public else "a private repo (unless it exists already)"
+    print(f"{verb} to {result.repo_id}, {where}: {', '.join(result.files)}")
     if not result.dry_run:
         print(f"revision: {result.revision}")
     print(f"sha256 (model.safetensors): {result.sha256}")
@@ -135,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("push", help="upload an export folder to the Hub (token from the usual HF login/env)")
     p.add_argument("export_dir")
     p.add_argument("--repo-id", required=True, help="e.g. timm-uscl/resnet18_uscl.metauscl_covidblues_64")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    p.add_argument("--private", action="store_true", help="the default; kept for scripts that pass it")
     p.add_argument("--dry-run", action="store_true", help="show what would be uploaded, upload nothing")
     p.set_defaults(func=_cmd_push)
 

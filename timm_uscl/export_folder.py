@@ -25,7 +25,7 @@ from .archs import pretrained_cfg_for, stock_architecture
 from .cards import render_model_card
 from .checksum import sha256_file
 from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError
-from .outdir import check_out_dir, commit, staging, write_text_atomic
+from .outdir import check_out_dir, commit, is_export_file, staging, write_text_atomic
 from .record import RECORD_KEY, entry_from_record, export_record, results_for
 from .tensors import check_dtype_kinds, check_finite
 from .weights import EvalResult, WeightsEntry, get_weights
@@ -139,14 +139,28 @@ def export(
 
 
 def export_files(folder: Path) -> list[str]:
-    """The files of an export folder (relative paths), after checking it has a config and weights."""
+    """The files of an export folder, after checking it has a config and weights and holds nothing else: regular
+    files an export writes (:func:`.outdir.is_export_file`), no link, no subfolder, no stray file. What ``push``
+    uploads is exactly this list, so a planted ``notes.txt -> ~/.cache/huggingface/token`` is refused, not sent."""
     for required in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / required).is_file():
             raise CheckpointFormatError(
                 f"{folder} is not an export folder: {required} is missing. Create one with `timm-uscl export` "
                 f"or `timm-uscl convert`."
             )
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    files, other = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or not entry.is_file() or not is_export_file(entry.name):
+            other.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
+        else:
+            files.append(entry.name)
+    if other:
+        shown = ", ".join(other[:8]) + (" ..." if len(other) > 8 else "")
+        raise CheckpointFormatError(
+            f"{folder} holds entries an export does not ({shown}): links, folders and files other than config.json, "
+            f"README.md and *.safetensors are never uploaded; move them out of the export folder."
+        )
+    return files
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

@@ -5,7 +5,9 @@ model.safetensors, the card renders both). Writing them into a hidden folder ins
 failure (bad weights, full disk) leaves the old folder exactly as it was, and ``os.replace`` then swaps each file
 in without ever opening the old path, so a planted symlink is replaced, never written through (and refused before
 that anyway). With ``overwrite``, exactly the files listed by :func:`check_out_dir` are removed: no stale
-``cmw_net.safetensors`` of an earlier run survives next to new weights.
+``cmw_net.safetensors`` of an earlier run survives next to new weights. ``overwrite`` replaces an export only: a
+folder that also holds files an export does not write (:func:`is_export_file`) is refused, so nothing of the
+user's is deleted.
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ from pathlib import Path
 
 from .errors import OutputFolderError
 
-__all__ = ["check_out_dir", "staging", "commit", "write_text_atomic"]
+__all__ = ["EXPORT_NAMES", "is_export_file", "check_out_dir", "staging", "commit", "write_text_atomic"]
 
 _STAGING_PREFIX = ".timm-uscl-staging-"
+EXPORT_NAMES = ("config.json", "model.safetensors", "README.md")
+"""The files every export holds; any other ``*.safetensors`` beside them is an extra (projection head, CMW-Net)."""
+
+
+def is_export_file(name: str) -> bool:
+    """A file an export writes: what ``--overwrite`` may replace and ``push`` may upload (nothing else)."""
+    return name in EXPORT_NAMES or (name.endswith(".safetensors") and not name.startswith("."))
 
 
 def _refuse_links_and_folders(out: Path) -> list[str]:
@@ -39,8 +48,11 @@ def _refuse_links_and_folders(out: Path) -> list[str]:
     return names
 
 
-def check_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> tuple[Path, list[str]]:
-    """The output folder and the names of the files an export would replace (refused unless ``overwrite``)."""
+def check_out_dir(
+    out_dir: str | os.PathLike, overwrite: bool = False, owned: tuple[str, ...] = ()
+) -> tuple[Path, list[str]]:
+    """The output folder and the names of the files an export would replace (refused unless ``overwrite``);
+    ``owned`` names further files the caller writes there (the local store's record)."""
     if not str(out_dir).strip():
         raise OutputFolderError("the output folder is empty (''): give a folder, e.g. --out exports/my_model.")
     out = Path(out_dir)
@@ -56,6 +68,15 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> tuple[
         raise OutputFolderError(
             f"{out} is not empty (holds {shown}): pick a new folder, or pass --overwrite (overwrite=True) to "
             f"replace exactly those files."
+        )
+    foreign = [
+        name for name in existing if not (is_export_file(name) or name in owned or name.startswith(_STAGING_PREFIX))
+    ]
+    if foreign:  # --overwrite replaces an export, never a user's own files that happen to sit in the folder
+        shown = ", ".join(foreign[:8]) + (" ..." if len(foreign) > 8 else "")
+        raise OutputFolderError(
+            f"{out} holds files an export does not write ({shown}); --overwrite replaces only an export's files: "
+            f"move those out, or pick a new folder."
         )
     return out, existing
 

@@ -102,7 +102,7 @@ def add(export_dir: str | os.PathLike, name: str | None = None, overwrite: bool 
         raise OutputFolderError(
             f"{entry.name} is already installed at {found.folder}; pass --overwrite (overwrite=True) to replace it."
         )
-    out, stale = check_out_dir(store_root() / entry.name, overwrite)
+    out, stale = check_out_dir(store_root() / entry.name, overwrite, owned=(RECORD_NAME,))
     with staging(out) as stage:
         for file_name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
             if (source / file_name).is_file():

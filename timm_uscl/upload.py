@@ -74,11 +74,15 @@ def _first_line(err: BaseException) -> str:
 def push(
     export_dir: str | os.PathLike,
     repo_id: str,
-    private: bool = False,
+    private: bool = True,
     dry_run: bool = False,
     commit_message: str = "Upload timm-uscl export",
 ) -> PushResult:
-    """Validate, then create the repo if needed and upload an export folder (``dry_run``: validate only)."""
+    """Validate, then create the repo if needed and upload an export folder (``dry_run``: validate only).
+
+    Only the export's own files are uploaded (:func:`~timm_uscl.export_folder.export_files` refuses anything else in
+    the folder), and a new repo is private unless ``private=False``: publishing weights is a decision, not a default.
+    """
     folder = Path(export_dir)
     check_repo_id(repo_id)
     digest = check_export(folder)[RECORD_KEY]["sha256"]
@@ -88,7 +92,9 @@ def push(
     api = HfApi(library_name="timm-uscl")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, allow_patterns=files
+        )
     except _NETWORK_ERRORS as err:  # HTTP errors, and the transport's (unreachable Hub, TLS, timeouts)
         raise HubError(
             f"push of {folder} to {repo_id} at {hf_constants.ENDPOINT} failed ({_first_line(err)}). Check the "
