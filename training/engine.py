@@ -45,7 +45,7 @@ from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
 from .meta import MetaStepConfig, StepGraphs, StepOutput, cmw_optimizer, meta_step, plain_step
 from .model import CMWNet, ContrastiveModel
-from .monitor import Metrics, plot_run
+from .monitor import Metrics, plot_run, read_records
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .provenance import environment
 from .run_export import export_run
@@ -63,6 +63,7 @@ __all__ = [
     "save_run_checkpoint",
     "finish_run",
     "evaluate_online",
+    "build_online_evaluator",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,8 @@ def _claim(config: TrainConfig, resume: bool, overwrite: bool, rank: int, world:
     if rank == 0:
         try:
             folder = claim_run_folder(config.out_dir, resume=resume, overwrite=overwrite)
-        except USCLError as err:
-            error = err
+        except (USCLError, OSError) as err:  # e.g. a read-only or missing parent folder
+            error = err if isinstance(err, USCLError) else RunFolderError(f"{config.out_dir}: {err}")
     if world > 1:
         outcome = [None if error is None else str(error)]
         torch_dist.broadcast_object_list(outcome, src=0)
@@ -157,7 +158,26 @@ def _claim(config: TrainConfig, resume: bool, overwrite: bool, rank: int, world:
     return folder
 
 
-def build_run(config: TrainConfig, device: torch.device | None = None) -> RunState:
+def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
+    """The online evaluation of rank 0 (None when off): decodes and caches the labelled set once. Built before the
+    process group starts, so a slow decode never holds the other ranks in a collective past its timeout."""
+    if not config.online_eval or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return OnlineEvaluator(
+        config.online_eval,
+        data_root=config.online_data_root,
+        image_size=config.image_size,
+        frames_per_video=config.online_frames,
+        max_items=config.online_max_items,
+        mean=config.mean,
+        std=config.std,
+        seed=config.seed,
+    )
+
+
+def build_run(
+    config: TrainConfig, device: torch.device | None = None, online: OnlineEvaluator | None = None
+) -> RunState:
     """Phase 1: devices and ranks, model, CMW-Net, optimizers, data (the run folder is claimed before)."""
     device = device if device is not None else _device(config)
     _init_distributed(device)
@@ -179,18 +199,6 @@ def build_run(config: TrainConfig, device: torch.device | None = None) -> RunSta
         autocast=config.bf16,
         bn_views=config.bn_views,
     )
-    online = None
-    if config.online_eval and rank == 0:  # decodes and caches the labelled set once, before the first epoch
-        online = OnlineEvaluator(
-            config.online_eval,
-            data_root=config.online_data_root,
-            image_size=config.image_size,
-            frames_per_video=config.online_frames,
-            max_items=config.online_max_items,
-            mean=config.mean,
-            std=config.std,
-            seed=config.seed,
-        )
     graphs = None if config.graphs == "off" or config.compile else StepGraphs(config.graphs)
     return RunState(
         graphs=graphs,
@@ -220,10 +228,8 @@ def _trim_metrics(run: RunState) -> None:
     path = run.out_dir / "metrics.jsonl"
     if run.rank != 0 or not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= run.step]
-    if len(kept) != len(lines):
-        path.write_text("".join(line + "\n" for line in kept))
+    kept = [record for record in read_records(path) if record.get("step", 0) <= run.step]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
 def resume_run(run: RunState) -> None:
@@ -477,11 +483,14 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
     export_dir = None
     if run.rank == 0:
         provenance = environment(run.device)
-        export_dir = export_run(run.config, run.core, run.cmw, run.out_dir, run.step, provenance["commit"])
+        export_dir = export_run(
+            run.config, run.core, run.cmw, run.out_dir, run.step, provenance["commit"], epochs_done=run.epoch
+        )
         if (run.out_dir / "metrics.jsonl").exists():
             plot_run(run.out_dir, dict(metrics.weights))
         summary = {
-            "epochs": run.config.epochs,
+            "epochs": run.epoch,  # completed; fewer than planned when max_steps stopped the run
+            "epochs_planned": run.config.epochs,
             "steps": run.step,
             "final_loss": run.loss_value if math.isfinite(run.loss_value) else None,
             "rank_weight_hashes": hashes,
@@ -497,7 +506,7 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
     if run.world > 1:
         torch_dist.barrier()
         torch_dist.destroy_process_group()
-    return RunResult(run.out_dir, export_dir, run.config.epochs, run.step, run.loss_value, digest)
+    return RunResult(run.out_dir, export_dir, run.epoch, run.step, run.loss_value, digest)
 
 
 def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False) -> RunResult:
@@ -505,11 +514,12 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
 
     ``config.out_dir`` must be free, or hold this run (``resume=True``), or be given up (``overwrite=True``: the
     previous run's files are listed in the log, then removed); see :mod:`.run_folder`."""
+    online = build_online_evaluator(config)
     device = _device(config)
     _init_distributed(device)
     folder = _claim(config, resume, overwrite, dist.rank(), dist.world_size())
     try:
-        run = build_run(config, device)
+        run = build_run(config, device, online)
         if resume:
             resume_run(run)
         if run.rank == 0:  # only now: a refused resume leaves the run's config.yaml as it was
@@ -550,4 +560,5 @@ def _train(run: RunState, metrics: Metrics, progress: bool) -> None:
             save_run_checkpoint(run, epoch)
             return
         run.scheduler.step()
+        run.epoch = epoch + 1  # epochs completed (what the summary and the export's card report)
         save_run_checkpoint(run, epoch + 1)

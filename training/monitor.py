@@ -4,13 +4,31 @@ source, and the plots drawn from them at the end (loss, lr, CMW weight histogram
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from timm_uscl.errors import USCLError
 
-__all__ = ["Metrics", "plot_run"]
+__all__ = ["Metrics", "plot_run", "read_records"]
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The lines of a metrics.jsonl; a torn last line (a run killed while writing it) is skipped, not fatal."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 class Metrics:
@@ -32,8 +50,8 @@ class Metrics:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        with self.path.open("a") as handle:  # NaN/inf (a diverging online probe) as null: the file stays JSON
+            handle.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}, allow_nan=False) + "\n")
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -84,7 +102,7 @@ def _histogram(path: Path, weights: dict[str, list[float]]) -> None:
 def plot_run(out_dir: Path, weights: dict[str, list[float]]) -> None:
     """From metrics.jsonl: loss (and meta loss) and lr per step, the online evaluation per epoch when the run had
     one (``plots/online.png``), and a histogram of the last epoch's CMW weights per data source."""
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_records(out_dir / "metrics.jsonl")
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
     steps = [r for r in records if "loss" in r]

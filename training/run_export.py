@@ -44,17 +44,20 @@ def _recipe(config: TrainConfig) -> str:
     )
 
 
-def run_entry(config: TrainConfig, steps: int, commit: str | None) -> WeightsEntry:
-    """The card facts of this run's export: the ``export_tag`` row's architecture and tag, everything else the run's."""
+def run_entry(config: TrainConfig, steps: int, commit: str | None, epochs_done: int | None = None) -> WeightsEntry:
+    """The card facts of this run's export: the ``export_tag`` row's architecture and tag, everything else the run's
+    (``epochs_done``: epochs completed, when ``max_steps`` stopped the run before ``config.epochs``)."""
     row = get_weights(config.export_tag)
     sources = [config.source] if isinstance(config.source, str) else list(config.source)
     table_data = all(_is_table_data(s, row.datasets) for s in sources)
     data = row.pretrain_data if table_data else ", ".join(sources)
     size = config.image_size
+    done = config.epochs if epochs_done is None else epochs_done
+    stopped = "" if done == config.epochs else f" of {config.epochs} planned (stopped by max_steps)"
     facts = (
         ("data", ", ".join(sources)),
         ("image size", f"{size} px"),
-        ("epochs", str(config.epochs)),
+        ("epochs", f"{done}{stopped}"),
         ("steps", str(steps)),
         ("recipe", _recipe(config)),
         ("initialisation", config.init),
@@ -66,7 +69,7 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None) -> WeightsEnt
         row,
         description=(
             f"{row.arch.split('_')[0]} pretrained by `timm-uscl pretrain` (preset {config.preset}) on "
-            f"{', '.join(sources)} at {size}px: {config.epochs} epochs, {steps} steps"
+            f"{', '.join(sources)} at {size}px: {done} epochs{stopped}, {steps} steps"
         ),
         input_size=(3, size, size),
         mean=(config.mean,) * 3,
@@ -84,7 +87,13 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None) -> WeightsEnt
 
 
 def export_run(
-    config: TrainConfig, model: ContrastiveModel, cmw: CMWNet | None, out_dir: Path, steps: int, commit: str | None
+    config: TrainConfig,
+    model: ContrastiveModel,
+    cmw: CMWNet | None,
+    out_dir: Path,
+    steps: int,
+    commit: str | None,
+    epochs_done: int | None = None,
 ) -> Path:
     """The run's backbone as ``<out_dir>/export``, projection head and CMW-Net beside it. The run owns its folder
     (see :mod:`.run_folder`), so an export left by an earlier stretch of this run (before a resume) is replaced."""
@@ -93,7 +102,8 @@ def export_run(
         extra["cmw_net.safetensors"] = cmw.state_dict()
     target = out_dir / "export"
     try:
-        return export(model.backbone, target, run_entry(config, steps, commit), extra_files=extra, overwrite=True)
+        entry = run_entry(config, steps, commit, epochs_done)
+        return export(model.backbone, target, entry, extra_files=extra, overwrite=True)
     except (OSError, SafetensorError) as err:  # a full disk: torch/safetensors report it in their own words
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:160]
         raise RunFolderError(

@@ -223,7 +223,8 @@ def restore(s: Settings, results: Results) -> None:
 def bench(s: Settings, results: Results) -> str:
     """benchmarks/bench_store.py on the device, from the unpacked store; its table goes into the results."""
     figures = s.work / "bench.json"
-    argv = ["bench_store.py", "--store-file", str(s.work / "store.frames"), "--device", s.device]
+    source = results.data.get("bundle", {}).get("store", {}).get("source", "covid_blues")  # the store's data name
+    argv = ["bench_store.py", "--store-file", str(s.work / "store.frames"), "--data", source, "--device", s.device]
     argv += ["--size", str(s.size), "--batch", str(s.batch), "--batches", str(s.bench_batches)]
     argv += ["--baseline", "none", "--threads", "1", "--json", str(figures)]
     saved, sys.argv = sys.argv, argv
@@ -268,7 +269,9 @@ def pretrain(s: Settings, results: Results, method: str) -> str:
         "num_workers": 0,
         "store": "device",
         "store_file": str(s.work / "store.frames"),
-        "source": "covid_blues",  # the bundle's store replaces the videos; the name is what the export's card cites
+        # the bundle's store replaces the videos; its data name (covid_blues) is what the store file checks and the
+        # export's card cites
+        "source": results.data.get("bundle", {}).get("store", {}).get("source", "covid_blues"),
         "cache_dir": None,
         "out_dir": str(folder),
         "checkpoint_every": s.checkpoint_every,

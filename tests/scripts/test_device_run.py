@@ -131,7 +131,8 @@ def _interrupt_at_step(n: int) -> Iterator[None]:
 def test_a_pretraining_cut_at_the_deadline_continues_in_the_next_lease(
     drv: ModuleType, clip_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = build_store(DataConfig(source=str(clip_folder), image_size=32))
+    data = shutil.copytree(clip_folder, tmp_path / "covid_blues")  # the store's data name is what the run trains on
+    store = build_store(DataConfig(source=str(data), image_size=32))
     first = _settings(drv, tmp_path / "lease1")
     first.work.mkdir(parents=True)
     save_store(store, first.work / "store.frames")

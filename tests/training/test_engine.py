@@ -110,7 +110,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(clip_folder, tmp_path
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(clip_folder, tmp_path):
+    # 3 meta videos in batches of 2: every meta batch draws a new permutation, so the resume must restore its position
     args = ["--data", str(clip_folder), "--epochs", "3", "--batch-size", "3", "--set", "checkpoint_every=1", *TINY_CLI]
+    args += ["--set", "meta_fraction=0.3"]
     reference = subprocess.run(_cli(*args, "--out", str(tmp_path / "ref")), capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]
 

@@ -49,3 +49,14 @@ def test_a_full_disk_at_the_export_is_a_one_line_error_that_keeps_the_checkpoint
         export_run(config, ContrastiveModel("resnet18_uscl"), None, disk, steps=2, commit=None)
     assert "\n" not in str(info.value)
     assert not any(p.name != "lost+found" for p in disk.iterdir())  # no half-written export left behind
+
+
+def test_a_run_stopped_by_max_steps_reports_the_epochs_it_completed_not_the_planned_ones(clip_folder, tmp_path):
+    overrides = {**SMOKE, "meta_fraction": 0.2, "epochs": 300, "max_steps": 1, "source": str(clip_folder)}
+    result = pretrain(
+        load_config("meta_uscl", overrides={**overrides, "out_dir": str(tmp_path / "run")}), progress=False
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (result.epochs, summary["epochs"], summary["epochs_planned"], summary["steps"]) == (0, 0, 300, 1)
+    card = (result.export_dir / "README.md").read_text()
+    assert "0 epochs of 300 planned (stopped by max_steps), 1 steps" in card and "| 300 |" not in card

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,15 +201,61 @@ def test_a_checkpoint_missing_entries_is_refused_on_resume(clip_folder, tmp_path
     assert proc.returncode != 0 and "missing optimizer" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_run_saved_before_a_setting_existed_resumes_while_that_setting_keeps_its_default(tmp_path):
+def test_a_run_saved_before_a_setting_existed_resumes_only_with_what_the_older_trainer_did(tmp_path):
     import dataclasses
 
     from timm_uscl.training.run_folder import check_resume_config
 
     config = dataclasses.asdict(load_config("meta_uscl"))
-    older = {k: v for k, v in config.items() if k != "bn_views"}  # a checkpoint from before `bn_views` existed
-    older["data"] = {k: v for k, v in config["data"].items() if k != "crop_ratio"}
-    assert check_resume_config(older, config, tmp_path / CHECKPOINT_NAME) == []
-    changed = {**config, "bn_views": "joint" if config["bn_views"] != "joint" else "per_view"}
-    with pytest.raises(RunFolderError, match="bn_views"):
-        check_resume_config(older, changed, tmp_path / CHECKPOINT_NAME)
+    older = {k: v for k, v in config.items() if k not in ("bn_views", "init")}  # a checkpoint from before both
+    older["data"] = {k: v for k, v in config["data"].items() if k not in ("crop_ratio", "store")}
+    with pytest.raises(RunFolderError, match="bn_views 'joint' -> 'per_view'.*init 'timm' -> 'torchvision'"):
+        check_resume_config(older, config, tmp_path / CHECKPOINT_NAME)  # the older run joined views, timm's init
+    as_then = {**config, "bn_views": "joint", "init": "timm", "data": {**config["data"], "store": "off"}}
+    assert check_resume_config(older, as_then, tmp_path / CHECKPOINT_NAME) == []  # crop_ratio: default then too
+
+
+def test_resume_allows_how_the_same_steps_execute_and_a_source_path_written_another_way(clip_folder, tmp_path):
+    import dataclasses
+
+    from timm_uscl.training.run_folder import check_resume_config
+
+    saved = dataclasses.asdict(_config(clip_folder, tmp_path / "run"))
+    relative = os.path.relpath(clip_folder)
+    again = _config(relative, tmp_path / "run", graphs="auto", hypergrad="jvp", device="cpu", channels_last=True)
+    assert check_resume_config(saved, dataclasses.asdict(again), tmp_path / CHECKPOINT_NAME) == []
+    streamed = dataclasses.asdict(_config(clip_folder, tmp_path / "run", store="device"))
+    with pytest.raises(RunFolderError, match="store"):  # the stream and the store batch an epoch differently
+        check_resume_config(saved, streamed, tmp_path / CHECKPOINT_NAME)
+
+
+def test_files_merely_named_like_a_runs_are_never_removed(tmp_path):
+    out = tmp_path / "project"
+    (out / "export").mkdir(parents=True)
+    (out / "export" / "deliverable.pdf").write_text("mine")
+    (out / "config.yaml").write_text("mine: true\n")
+    for overwrite in (False, True):
+        with pytest.raises(RunFolderError, match="no timm-uscl run .*nothing there is removed"):
+            claim_run_folder(out, resume=False, overwrite=overwrite)
+    assert (out / "export" / "deliverable.pdf").read_text() == "mine" and (out / "config.yaml").exists()
+
+
+def test_resume_starts_afresh_an_attempt_that_failed_before_its_first_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    claim_run_folder(out, resume=False, overwrite=False).release()  # the attempt claimed the folder ...
+    (out / "config.yaml").write_text("epochs: 1\n")  # ... wrote its config and a metrics line, then failed
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        claim_run_folder(out, resume=False, overwrite=False)  # a plain rerun still asks what to do
+    claim_run_folder(out, resume=True, overwrite=False).release()
+    assert not (out / "config.yaml").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_a_torn_metrics_line_of_a_killed_run_does_not_break_resume(clip_folder, tmp_path):
+    out = tmp_path / "run"
+    pretrain(_config(clip_folder, out, epochs=2, max_steps=1), progress=False)
+    with (out / "metrics.jsonl").open("a") as handle:
+        handle.write('{"epoch": 1, "step": 2, "lo')  # killed while writing the line
+    pretrain(_config(clip_folder, out, epochs=2), resume=True, progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]  # all valid JSON
+    assert [r["step"] for r in records if "loss" in r] == sorted({r["step"] for r in records if "loss" in r})

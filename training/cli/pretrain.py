@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain",
         help="pretrain a backbone on ultrasound videos (Meta-USCL, USCL or SimCLR) and export it",
         description="Defaults reproduce the Meta-USCL paper recipe on the Hub dataset jannisborn/COVID-BLUES "
-        "(streamed). Point --data at a local folder of videos to train offline.",
+        "(decoded once into a frame store on a GPU, streamed on a CPU). Point --data at a local folder of videos "
+        "or frame folders to train offline.",
     )
     p.add_argument("--preset", default="meta_uscl", choices=("meta_uscl", "uscl", "simclr"))
     p.add_argument("--config", default=None, help="YAML file of config keys, applied over the preset")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "CropParams", "sample_crop_params", "augment"]
+__all__ = ["AugmentConfig", "CropParams", "sample_crop_params", "augment", "pair_views"]
 
 
 @dataclass(frozen=True)
@@ -220,3 +220,19 @@ def augment(frames: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
     x = _jitter(x.clamp_(0, 1), cfg, generator)
     x = (x - cfg.mean) / cfg.std
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
+
+
+def pair_views(
+    frames: torch.Tensor, lam: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's two views from its uint8 items ``[B, K, C, S, S]`` (on the training device): each image augmented
+    on its own, then, for USCL's three frames (K = 3), mixed with ``lam`` ``[B]`` around the shared middle frame
+    (``x1 = lam Fa + (1-lam) Fb``, ``x2 = lam Fc + (1-lam) Fb``); one frame (K = 1) is augmented twice."""
+    b, k = frames.shape[:2]
+    stacked = frames[:, 0].repeat(2, 1, 1, 1) if k == 1 else frames.transpose(0, 1).reshape(b * k, *frames.shape[2:])
+    views = augment(stacked, cfg, generator).view(-1, b, 3, cfg.size, cfg.size)
+    if k == 3:
+        mix = lam.to(frames.device, non_blocking=True).view(b, 1, 1, 1)
+        fa, fb, fc = views
+        return mix * fa + (1 - mix) * fb, mix * fc + (1 - mix) * fb
+    return views[0], views[1]

@@ -52,7 +52,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import DataError, DecodeError
-from .augment import augment
+from .augment import pair_views
 from .cache import FrameCache
 from .config import DataConfig
 from .decode import read_frames, resolve_decoder
@@ -218,6 +218,7 @@ class PairDataModule:
         self._complete = False
         self._resume: dict[str, Any] | None = None
         self._meta_cache: tuple[torch.Tensor, list[str], list[str]] | None = None
+        self._meta_drawn = 0  # meta batches handed out so far: a resumed run skips as many (same order)
 
     def _empty_split(self, src: VideoSource, meta: bool) -> str:
         """Why a local split is empty: which split, of how many videos, and what to change."""
@@ -334,9 +335,13 @@ class PairDataModule:
             )
         bs = min(self.cfg.meta_batch_size, n)
         rng = np.random.default_rng([self.cfg.seed, self.rank, 1])
+        skip, self._meta_drawn = self._meta_drawn, 0
         while True:
             perm = rng.permutation(n)
             for s in range(0, n - bs + 1, bs):
+                self._meta_drawn += 1
+                if self._meta_drawn <= skip:  # drawn before the checkpoint this run resumed from
+                    continue
                 idx = perm[s : s + bs]
                 batch = PairBatch(
                     frames[torch.from_numpy(idx)], torch.ones(bs), [sources[i] for i in idx], [keys[i] for i in idx]
@@ -349,15 +354,7 @@ class PairDataModule:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both views, float ``[B, 3, S, S]`` on ``device``: augmented per sample, normalized, USCL-mixed."""
         g = generator if generator is not None else self._generator
-        x = batch.frames.to(device, non_blocking=True)
-        b, k = x.shape[:2]
-        stacked = x[:, 0].repeat(2, 1, 1, 1) if k == 1 else x.transpose(0, 1).reshape(b * k, *x.shape[2:])
-        views = augment(stacked, self._aug, g).view(-1, b, 3, self._aug.size, self._aug.size)
-        if k == 3:
-            lam = batch.lam.to(device, non_blocking=True).view(b, 1, 1, 1)
-            fa, fb, fc = views
-            return lam * fa + (1 - lam) * fb, lam * fc + (1 - lam) * fb
-        return views[0], views[1]
+        return pair_views(batch.frames.to(device, non_blocking=True), batch.lam, self._aug, g)
 
     # -- checkpointing -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -369,12 +366,14 @@ class PairDataModule:
             "world_size": self.world_size,
             "rank": self.rank,
             "generator": self._generator.get_state(),
+            "meta_drawn": self._meta_drawn,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume = dict(state)
         if "generator" in state:
             self._generator.set_state(state["generator"])
+        self._meta_drawn = int(state.get("meta_drawn", 0))
 
     def _take_resume(self, epoch: int) -> list[int] | None:
         sd, self._resume = self._resume, None

@@ -315,13 +315,24 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
     return header
 
 
+def _source_names(origin: Any) -> list[str]:
+    """The data a store was decoded from, by name: ``../shared/data/covid_blues``, ``covid_blues`` and the Hub id
+    ``org/COVID-BLUES`` all name ``covid_blues`` (a bundle carries the frames, not the folder it came from)."""
+    names = origin if isinstance(origin, list | tuple) else [origin]
+    return [str(n).rstrip("/").rsplit("/", 1)[-1].lower().replace("-", "_") for n in names if n is not None]
+
+
 def _check_settings(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
-    """The file must hold what this run would decode (its meta split is recomputed when that can be done)."""
-    keys = ["image_size", "grayscale", "filters", "exclude"]
+    """The file must hold what this run would decode: the same data (by name) read the same way (its meta split is
+    recomputed when that can be done)."""
+    keys = ["image_size", "grayscale", "filters", "exclude", "split", "video_column", "key_column", "source_column"]
+    keys += ["group_column", "frame_column", "extensions"]
     if stored.get("meta_group_by") or wanted.get("meta_group_by"):
         keys += ["meta_fraction", "seed", "meta_group_by"]  # a group column is not kept: the split must match
     run = json.loads(json.dumps({k: wanted.get(k) for k in keys}))  # as the header stores them (tuples -> lists)
     diff = [f"{k}={stored.get(k)!r} (run: {run[k]!r})" for k in keys if stored.get(k) != run[k]]
+    if _source_names(stored.get("origin")) != _source_names(wanted.get("origin")):
+        diff.insert(0, f"data {stored.get('origin')!r} (run: {wanted.get('origin')!r})")
     if diff:
         raise DataError(
             f"{path}: frame store decoded with other settings: {', '.join(diff)}; "

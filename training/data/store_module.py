@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
-from .augment import augment
+from .augment import pair_views
 from .config import DataConfig
 from .module import DataStats, PairBatch, PairDataModule
 from .sampling import EpochPlan, mix_views, plan_epoch
@@ -156,6 +156,11 @@ class StoreDataModule:
         self._meta = [i for i, m in enumerate(self.store.meta) if m]
         if need_meta and cfg.meta_fraction > 0 and not self._meta:
             raise DataError(self._no_meta())
+        if need_meta and cfg.meta_fraction > 0 and len(self._meta) < 2:  # BatchNorm cannot train on one sample
+            raise DataError(
+                f"the meta split (meta_fraction={cfg.meta_fraction}, seed={cfg.seed}) holds 1 decodable video "
+                f"({self.store.keys[self._meta[0]]}); meta batches need at least 2: raise meta_fraction or add videos"
+            )
         if self.rank_videos < 2:
             raise DataError(
                 f"{len(self._train)} training video(s) decoded from {cfg.source} for {world_size} process(es): "
@@ -306,14 +311,7 @@ class StoreDataModule:
         same views (``generator`` overrides that)."""
         x = batch.frames.to(device, non_blocking=True)
         g = generator if generator is not None else self._generator(x.device, getattr(batch, "seed", 0))
-        b, k = x.shape[:2]
-        stacked = x[:, 0].repeat(2, 1, 1, 1) if k == 1 else x.transpose(0, 1).reshape(b * k, *x.shape[2:])
-        views = augment(stacked, self._aug, g).view(-1, b, 3, self._aug.size, self._aug.size)
-        if k == 3:
-            lam = batch.lam.to(x.device, non_blocking=True).view(b, 1, 1, 1)
-            fa, fb, fc = views
-            return lam * fa + (1 - lam) * fb, lam * fc + (1 - lam) * fb
-        return views[0], views[1]
+        return pair_views(x, batch.lam, self._aug, g)
 
     # -- checkpointing -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -363,7 +363,8 @@ def test_trainer_decodes_once_into_store_file_then_reads_it(clip_folder: Path, t
     first = StoreDataModule(cfg, device=CPU)
     assert (tmp_path / "cache.frames").is_file()
     # the file alone is enough: the videos are not read again (here they are not even there)
-    again = StoreDataModule(dataclasses.replace(cfg, source=str(tmp_path / "no_videos_here")), device=CPU)
+    moved = tmp_path / "moved" / clip_folder.name  # the same data by name, at a path that holds no video
+    again = StoreDataModule(dataclasses.replace(cfg, source=str(moved)), device=CPU)
     assert torch.equal(again.store.frames, first.store.frames)
     assert [b.keys for b in again.train_loader(0)] == [b.keys for b in first.train_loader(0)]
     other_seed = StoreDataModule(dataclasses.replace(cfg, seed=5), device=CPU, need_meta=False)  # split by key
@@ -388,3 +389,22 @@ def test_store_file_with_other_settings_or_damage_is_refused(
         load_store(tmp_path / "text.frames")
     with pytest.raises(DataError, match="nope.frames: cannot read the frame store"):
         load_store(tmp_path / "nope.frames")
+
+
+def test_a_store_file_of_other_data_is_refused_but_the_same_data_named_another_way_is_not(
+    store: FrameStore, clip_folder: Path, tmp_path: Path
+) -> None:
+    path = save_store(store, tmp_path / "s.frames")
+    with pytest.raises(DataError, match="frame store decoded with other settings: data"):
+        load_store(path, store_settings(_cfg(tmp_path / "other_videos")))
+    renamed = tmp_path / "bundle" / clip_folder.name  # a bundle names the data, not the machine's path
+    assert load_store(path, store_settings(_cfg(str(renamed)))).num_videos == store.num_videos
+
+
+def test_a_meta_split_of_one_video_is_refused_when_the_meta_step_needs_it(clip_folder: Path) -> None:
+    keys = sorted(p.name for p in clip_folder.glob("*.mp4"))
+    seed = next(s for s in range(200) if sum(meta_split_fn(0.2, s)({"key": k}) for k in keys) == 1)
+    cfg = _cfg(clip_folder, seed=seed, batch_size=2)
+    with pytest.raises(DataError, match="holds 1 decodable video .*at least 2"):
+        StoreDataModule(cfg, device=CPU)
+    assert StoreDataModule(cfg, device=CPU, need_meta=False).num_meta_videos == 1
