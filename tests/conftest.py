@@ -8,6 +8,7 @@ The environment is set at import time because huggingface_hub, datasets and timm
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,3 +138,18 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield make
     for folder in mounts:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def hub_video_repo(hub: HubStub, clip_folder: Path, tmp_path: Path) -> str:
+    """``org/lus-videos`` on the Hub stub: the ten clips of ``clip_folder`` with a metadata.csv assigning 3 patients."""
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "repo"
+    shutil.copytree(clip_folder, folder)
+    rows = ["file_name,patient"] + [f"{p.name},p{i % 3}" for i, p in enumerate(sorted(folder.glob("*.mp4")))]
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    api = HfApi()
+    api.create_repo("org/lus-videos", repo_type="dataset")
+    api.upload_folder(repo_id="org/lus-videos", repo_type="dataset", folder_path=str(folder))
+    return "org/lus-videos"

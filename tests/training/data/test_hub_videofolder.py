@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
-from huggingface_hub import HfApi
-
 from timm_uscl.training.data import DataConfig, PairDataModule
 
 
-def test_hub_videofolder_repo_streams_and_decodes(hub, clip_folder, tmp_path):
-    folder = tmp_path / "repo"
-    shutil.copytree(clip_folder, folder)
-    rows = ["file_name,patient"] + [f"{p.name},p{i % 3}" for i, p in enumerate(sorted(folder.glob("*.mp4")))]
-    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
-    api = HfApi()
-    api.create_repo("org/lus-videos", repo_type="dataset")
-    api.upload_folder(repo_id="org/lus-videos", repo_type="dataset", folder_path=str(folder))
+def test_hub_videofolder_repo_streams_and_decodes(hub_video_repo):
 
     cfg = DataConfig(
         source="org/lus-videos",

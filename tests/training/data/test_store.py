@@ -269,20 +269,9 @@ def test_store_reads_parquet_shards_like_the_stream(synthetic_clips: list[Path],
     )
 
 
-def test_store_takes_a_hub_repo_and_its_grouped_meta_split_like_the_stream(
-    hub: object, clip_folder: Path, tmp_path: Path
-) -> None:
-    from huggingface_hub import HfApi
-
+def test_store_takes_a_hub_repo_and_its_grouped_meta_split_like_the_stream(hub_video_repo: str) -> None:
     from timm_uscl.training.data import PairDataModule
 
-    folder = tmp_path / "repo"
-    shutil.copytree(clip_folder, folder)
-    rows = ["file_name,patient"] + [f"{p.name},p{i % 3}" for i, p in enumerate(sorted(folder.glob("*.mp4")))]
-    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
-    api = HfApi()
-    api.create_repo("org/lus-videos", repo_type="dataset")
-    api.upload_folder(repo_id="org/lus-videos", repo_type="dataset", folder_path=str(folder))
     cfg = _cfg("org/lus-videos", meta_fraction=0.3, meta_group_by="patient", batch_size=2, num_workers=0)
     store, stream = StoreDataModule(cfg, device=CPU), PairDataModule(cfg)
     assert sorted(k for b in store.train_loader(0) for k in b.keys) == sorted(r["key"] for r in stream._train.dataset)

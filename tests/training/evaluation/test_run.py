@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ MODEL = "resnet18_uscl"  # the plugin's arch, random init: exercises the registr
 TINY: dict[str, Any] = dict(
     folds=[0, 1], pretrained=False, image_size=32, frames_per_video=2, epochs=1, max_items=4, progress=False, seed=0
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two shared cores: one intra-op thread is faster than two fighting other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
