@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 : "${TRAIN_DATA:?set TRAIN_DATA to a folder of videos (e.g. ../shared/data/covid_blues)}"
 mkdir -p "$OUT"
 gpu_flags=()
-[ "$DEVICE" = cuda ] && gpu_flags=(--bf16 --channels-last)
+[ "$DEVICE" = cuda ] && gpu_flags=(--precision bf16)
 scratch=$(mktemp -d)
 for preset in simclr meta_uscl; do
     for size in $SIZES; do

@@ -22,7 +22,7 @@ from .uscl import install
 from .weights import WeightsEntry, list_weights
 
 # the trainer's subcommands: import-light modules (argparse only) that load the trainer in their handlers
-_TRAINING_COMMANDS = ("pretrain", "evaluate", "publish")
+_TRAINING_COMMANDS = ("pretrain", "evaluate", "publish", "reproduce")
 
 
 def _status(entry: WeightsEntry) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "ConfigError",
     "PRESETS",
+    "PRECISIONS",
     "DATA_KEYS",
     "load_config",
     "save_config",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 PRESETS = ("meta_uscl", "uscl", "simclr")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto resolves per machine (training/runtime.py)
 DATA_KEYS = frozenset(f.name for f in fields(DataConfig))
 # decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which is
 # never shared): without it every pair decodes most of a single-GOP clip (benchmarks/RESULTS.md)
@@ -73,8 +75,9 @@ class TrainConfig:
     hypergrad: str = "auto"  # exact routes of the hypergradient: auto | linearised | jvp | double_backward
     # runtime
     device: str = "auto"  # auto | cpu | cuda
-    bf16: bool = False
-    channels_last: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 where the hardware has it (training/runtime.py)
+    threads: int = 0  # CPU intra-op threads (0: every core this process may use)
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (oneDNN) and GPUs under autocast
     compile: bool = False
     graphs: str = "off"  # auto | on | off: plain and meta steps as CUDA graphs (training/meta/graphs.py); not yet
     # run on a GPU, so off until a lent device has run its CUDA tests
@@ -121,6 +124,11 @@ class TrainConfig:
             (math.isfinite(self.cmw_lr) and self.cmw_lr > 0, f"cmw_lr must be a finite number > 0, not {self.cmw_lr}"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
             (self.max_steps >= 0, "max_steps must be >= 0 (0: run every epoch)"),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
+            ),
+            (self.threads >= 0, "threads must be >= 0 (0: every core)"),
             (self.graphs in ("auto", "on", "off"), f"graphs must be auto, on or off, not {self.graphs!r}"),
             (self.online_every >= 1 and self.online_frames >= 1, "online_every and online_frames must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
@@ -174,10 +182,20 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+LEGACY_KEYS = {"bf16": ("precision", {True: "bf16", False: "fp32"})}
+"""Keys of older configs and checkpoints, read as today's key (``bf16: true`` is ``precision: bf16``)."""
+
+
 def flat_config(values: dict[str, Any]) -> dict[str, Any]:
-    """Flat keys of a config mapping: a nested ``data:`` mapping (what ``save_config`` writes) merged in."""
+    """Flat keys of a config mapping: a nested ``data:`` mapping (what ``save_config`` writes) merged in, and
+    :data:`LEGACY_KEYS` read as today's keys."""
     nested = values.get("data")
     flat = {k: v for k, v in values.items() if k != "data"}
+    for old, (new, meaning) in LEGACY_KEYS.items():
+        if old in flat:
+            value = flat.pop(old)
+            if new not in flat:
+                flat[new] = meaning.get(value, value)
     return {**flat, **nested} if isinstance(nested, dict) else flat
 
 

@@ -50,6 +50,7 @@ from .optim import build_optimizer, build_scheduler, lr_factor
 from .provenance import environment
 from .run_export import export_run
 from .run_folder import RunFolder, check_resume_config, claim_run_folder
+from .runtime import resolve_precision, resolve_threads
 
 __all__ = [
     "TrainingDivergedError",
@@ -158,6 +159,32 @@ def _claim(config: TrainConfig, resume: bool, overwrite: bool, rank: int, world:
     return folder
 
 
+def resolve_runtime(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``precision: auto`` resolved to what runs on this machine (so config.yaml, checkpoints and the export record
+    it, and a resume on a machine that would choose otherwise is refused), and the CPU threads set; logged once."""
+    precision = resolve_precision(config.precision, device)
+    threads = resolve_threads(config.threads)
+    torch.set_num_threads(threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info(
+            "runtime: %s, %s (%s), %d CPU thread(s), channels_last=%s",
+            device,
+            precision.name,
+            precision.reason,
+            threads,
+            config.channels_last,
+        )
+    return dataclasses.replace(config, precision=precision.name)
+
+
+def _resolved_store(config: TrainConfig, data: PairDataModule | StoreDataModule) -> TrainConfig:
+    """``store: auto`` recorded as the path taken (``device``: the frame store, ``off``: the stream)."""
+    if config.data.store != "auto":
+        return config
+    store = "off" if isinstance(data, PairDataModule) else "device"
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, store=store))
+
+
 def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
     """The online evaluation of rank 0 (None when off): decodes and caches the labelled set once. Built before the
     process group starts, so a slow decode never holds the other ranks in a collective past its timeout."""
@@ -180,6 +207,7 @@ def build_run(
 ) -> RunState:
     """Phase 1: devices and ranks, model, CMW-Net, optimizers, data (the run folder is claimed before)."""
     device = device if device is not None else _device(config)
+    config = resolve_runtime(config, device)
     _init_distributed(device)
     rank, world = dist.rank(), dist.world_size()
     out_dir = Path(config.out_dir)
@@ -196,10 +224,12 @@ def build_run(
         temperature=config.temperature,
         interval=config.meta_interval,
         hypergrad=config.hypergrad,  # validated by TrainConfig
-        autocast=config.bf16,
+        autocast=config.precision == "bf16",
         bn_views=config.bn_views,
     )
     graphs = None if config.graphs == "off" or config.compile else StepGraphs(config.graphs)
+    data = data_module(data_config(config), rank=rank, world_size=world, device=device, need_meta=config.meta)
+    config = _resolved_store(config, data)
     return RunState(
         graphs=graphs,
         online=online,
@@ -215,7 +245,7 @@ def build_run(
         scheduler=build_scheduler(config, optimizer),
         cmw_opt=cmw_optimizer(cmw, config.cmw_lr) if cmw is not None else None,
         step_cfg=step_cfg,
-        data=data_module(data_config(config), rank=rank, world_size=world, device=device, need_meta=config.meta),
+        data=data,
         nonfinite=torch.zeros((), dtype=torch.bool, device=device),
     )
 
@@ -283,8 +313,8 @@ def save_run_checkpoint(run: RunState, epoch: int) -> None:
     checkpoint is only ever written with finite weights."""
     if not _finite_weights(run):
         raise TrainingDivergedError(
-            f"the weights became non-finite by step {run.step}; {_kept(run)} Lower lr or turn off bf16, then resume "
-            f"with --resume."
+            f"the weights became non-finite by step {run.step}; {_kept(run)} Lower lr or set precision=fp32, then "
+            f"resume with --resume."
         )
     data_states = _gather(run.data.state_dict(), run.world)
     rng_states = _gather(capture_rng_state(), run.world)
@@ -351,7 +381,7 @@ def _step(run: RunState, batch: PairBatch) -> StepOutput:
             x1,
             x2,
             temperature=config.temperature,
-            autocast=config.bf16,
+            autocast=config.precision == "bf16",
             bn_views=config.bn_views,
         )
     m1 = m2 = None
@@ -382,7 +412,7 @@ def _log_point(run: RunState, out: StepOutput, epoch: int, clock: _EpochClock, m
     if _any_rank(run.nonfinite, run.world):
         raise TrainingDivergedError(
             f"loss became {out.loss.item()} by epoch {epoch + 1}, step {run.step}; nothing was saved after it: "
-            f"{_kept(run)} Lower lr or turn off bf16, then resume with --resume."
+            f"{_kept(run)} Lower lr or set precision=fp32, then resume with --resume."
         )
     run.loss_value = out.loss.item()
     for sources, weights in clock.pending_weights:  # device -> host once per log point
@@ -523,7 +553,7 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
         if resume:
             resume_run(run)
         if run.rank == 0:  # only now: a refused resume leaves the run's config.yaml as it was
-            save_config(config, run.out_dir / "config.yaml")
+            save_config(run.config, run.out_dir / "config.yaml")
         metrics = Metrics(run.out_dir, run.rank == 0, config.tensorboard)
         try:
             _train(run, metrics, progress)

@@ -14,6 +14,7 @@ __all__ = [
     "MetaOptimizerError",
     "PublishError",
     "RunFolderError",
+    "StoreBudgetError",
     "TrainingDivergedError",
 ]
 
@@ -24,6 +25,10 @@ class ConfigError(USCLError, ValueError):
 
 class DataError(USCLError):
     """The training data cannot be used: nothing decodes, a source or filter matches nothing, bad config."""
+
+
+class StoreBudgetError(DataError):
+    """The decoded frames would pass the frame store's memory budget (``store: auto`` then streams instead)."""
 
 
 class DecodeError(DataError):

@@ -10,10 +10,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["environment"]
+from .runtime import CPU_BF16_FLAGS, cpu_flags, cpu_model
+
+__all__ = ["environment", "git_commit"]
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checkout's HEAD commit, ``-dirty`` when tracked files differ from it; None outside git."""
     repo = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -35,10 +38,11 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
 
     device = torch.device(device)
     return {
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "torch": torch.__version__,
         "timm": timm.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model() or platform.processor() or platform.machine(),
+        "cpu_bf16": sorted(set(CPU_BF16_FLAGS) & cpu_flags()),
         "threads": torch.get_num_threads(),
     }

@@ -43,7 +43,7 @@ RESUMABLE_KEYS = frozenset(
     {"out_dir", "max_steps", "log_every", "checkpoint_every", "tensorboard", "num_workers", "timeout", "cache_dir"}
     | {"online_eval", "online_every", "online_frames", "online_max_items", "online_data_root"}
     | {"store_budget_mb", "store_file", "decoder"}  # where and how frames are held (the same frames)
-    | {"device", "graphs", "compile", "channels_last", "hypergrad"}  # how the same steps execute (all routes exact)
+    | {"device", "graphs", "compile", "channels_last", "hypergrad", "threads"}  # how the same steps execute
 )
 """Config keys a resumed run may change silently: how it runs and reports, never what it computes. (``store`` is
 not one: the stream and the frame store batch an epoch differently, and their resume states differ.)"""

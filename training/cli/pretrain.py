@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import PRECISIONS
+
 _FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
     "data": "source",
     "out": "out_dir",
@@ -20,6 +22,8 @@ _FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
     "arch": "arch",
     "lr": "lr",
     "online_eval": "online_eval",
+    "precision": "precision",
+    "threads": "threads",
 }
 
 
@@ -49,8 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="every online_every epochs (--set online_every=5), a kNN and linear probe of the frozen backbone on a "
         "labelled set: a built-in task (pocus, covid_blues, busi) or a --task-dir folder",
     )
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32, bf16 (autocast), or auto (the default: bf16 on GPUs with bf16 and CPUs with AVX512-BF16 / AMX)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads (default 0: every core this process may use)")
     p.add_argument("--no-meta", action="store_true", help="turn CMW-Net meta-weighting off")
     p.add_argument(
         "--set",
@@ -76,11 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items() if getattr(args, flag) is not None}
-    for flag, key, value in (
-        ("bf16", "bf16", True),
-        ("channels_last", "channels_last", True),
-        ("no_meta", "meta", False),
-    ):
+    for flag, key, value in (("no_meta", "meta", False),):
         if getattr(args, flag):
             overrides[key] = value
     overrides.update(parse_overrides(args.overrides))

@@ -68,10 +68,13 @@ class DataConfig:
     # the video decoder (training/data/decode.py): auto = the first of torchcodec, pyav, opencv that can open files
     decoder: str = "auto"
     # the frame store (training/data/store.py): every clip decoded once into one tensor, pairs sampled on the device.
-    # auto: the store on the training device when that is a GPU, else the streaming pipeline; device: frames on the
-    # training device (CPU included); host: frames in (pinned) host memory, gathered there per step; off: streaming
+    # auto: the store on the training device (GPU or CPU) when the decoded frames fit store_budget_mb, else (on a
+    # CPU) the streaming pipeline; device: frames on the training device; host: frames in (pinned) host memory,
+    # gathered there per step; off: streaming
     store: str = "auto"
-    store_budget_mb: float = 16384.0  # GPU memory the frames may take; past it they stay in pinned host memory
+    # memory the decoded frames may take: on a GPU, past it they stay in pinned host memory; on a CPU (where they
+    # also take at most half the available RAM), past it store=auto streams from the files instead
+    store_budget_mb: float = 16384.0
     store_file: str | None = None  # decoded frames on disk: loaded when it exists, else written after the decode
 
     def __post_init__(self) -> None:

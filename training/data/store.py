@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, StoreBudgetError
 from .cache import FrameCache
 from .config import DataConfig
 from .decode import decode_clip, resolve_decoder
@@ -148,7 +148,7 @@ class _Clips:
             return
         self.total += got.numel()
         if self.limit is not None and self.total > self.limit:
-            raise DataError(
+            raise StoreBudgetError(
                 f"{row['key']}: the decoded frames pass {_gib(self.total)} after {len(self.keys) + 1} clips, over "
                 f"the store's limit of {_gib(self.limit)}; raise store_budget_mb, lower image_size, or set "
                 "store=off to stream from the files"
@@ -163,7 +163,7 @@ class _Clips:
 def build_store(cfg: DataConfig, limit_bytes: int | None = None, workers: int | None = None) -> FrameStore:
     """Decode every clip of ``cfg``'s sources once (threads: the decoder releases the GIL), on the CPU.
 
-    ``limit_bytes``: stop with a :class:`DataError` as soon as the decoded frames pass it.
+    ``limit_bytes``: stop with a :class:`~..errors.StoreBudgetError` as soon as the decoded frames pass it.
     """
     cache = FrameCache(cfg.cache_dir) if cfg.cache_dir else None
     backend = resolve_decoder(cfg.decoder)  # once, here: the choice is logged once

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, StoreBudgetError
 from .augment import pair_views
 from .config import DataConfig
 from .module import DataStats, PairBatch, PairDataModule
@@ -69,12 +69,23 @@ def _seed(*parts: object) -> int:
 
 
 def store_mode(cfg: DataConfig, device: torch.device) -> str:
-    """``device``, ``host`` or ``off`` for this run: ``auto`` is the device store on a GPU, streaming elsewhere."""
+    """``device``, ``host`` or ``off`` as asked: ``auto`` is the store on the training device (GPU or CPU); on a CPU
+    :func:`data_module` falls back to streaming when the frames pass the budget."""
     if cfg.store not in STORE_MODES:
         raise DataError(f"store={cfg.store!r}: choose one of {', '.join(STORE_MODES)}")
     if cfg.store == "auto":
-        return "device" if device.type == "cuda" else "off"
+        return "device"
     return cfg.store
+
+
+def decode_limit(cfg: DataConfig, device: torch.device) -> int | None:
+    """Bytes the decode may fill before it stops: on a CPU the frames live in RAM, so ``store_budget_mb`` and at
+    most half the available RAM; on a GPU 80 % of the available RAM (the frames pass through host memory)."""
+    ram = _available_ram()
+    if device.type == "cpu":
+        budget = int(cfg.store_budget_mb * 2**20)
+        return min(budget, ram // 2) if ram else budget
+    return int(0.8 * ram) if ram else None
 
 
 def batch_sizes(count: int, batch_size: int) -> list[int]:
@@ -176,8 +187,7 @@ class StoreDataModule:
     def _obtain(self) -> FrameStore:
         """The store file when it exists, else every clip decoded (and written to the store file, if one is set)."""
         cfg = self.cfg
-        ram = _available_ram()
-        limit = int(0.8 * ram) if ram else None
+        limit = decode_limit(cfg, self.device)
         if cfg.store_file and Path(cfg.store_file).is_file():
             log.info("frame store: reading %s", cfg.store_file)
             return load_store(cfg.store_file, store_settings(cfg))
@@ -351,8 +361,19 @@ def data_module(
     device: torch.device | str | None = None,
     need_meta: bool = True,
 ) -> PairDataModule | StoreDataModule:
-    """The run's data module: the frame store (``cfg.store`` device/host, or auto on a GPU) or the stream."""
+    """The run's data module: the frame store (``cfg.store`` device/host/auto) or the stream (off, or auto on a CPU
+    when the decoded frames pass the budget); the log says which, and why."""
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if store_mode(cfg, dev) == "off":
+        log.info("data: streaming pairs from the files (store=off)")
         return PairDataModule(cfg, rank=rank, world_size=world_size, need_meta=need_meta)
+    if cfg.store == "auto" and dev.type == "cpu":
+        try:
+            module = StoreDataModule(cfg, rank=rank, world_size=world_size, device=dev, need_meta=need_meta)
+        except StoreBudgetError as err:
+            log.warning("data: streaming pairs from the files, the frame store does not fit: %s", err)
+            return PairDataModule(cfg, rank=rank, world_size=world_size, need_meta=need_meta)
+        log.info("data: frame store in RAM (store=auto: the decoded frames fit store_budget_mb)")
+        return module
+    log.info("data: frame store (store=%s)", cfg.store)
     return StoreDataModule(cfg, rank=rank, world_size=world_size, device=dev, need_meta=need_meta)

@@ -324,14 +324,32 @@ def test_on_the_gpu_a_whole_epoch_is_sampled_and_augmented_without_a_host_sync(
         assert all(x1.is_cuda and x1.shape[1:] == (3, 32, 32) for x1, _ in views)
 
 
-def test_data_module_streams_on_cpu_unless_the_store_is_asked_for(clip_folder: Path) -> None:
+def test_on_cpu_auto_takes_the_frame_store_when_the_frames_fit_and_says_so(
+    clip_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from timm_uscl.training.data import PairDataModule
 
-    assert isinstance(data_module(_cfg(clip_folder, store="auto"), device="cpu"), PairDataModule)
+    with caplog.at_level("INFO"):
+        assert isinstance(data_module(_cfg(clip_folder, store="auto"), device="cpu"), StoreDataModule)
+    assert "data: frame store in RAM (store=auto: the decoded frames fit store_budget_mb)" in caplog.text
     assert isinstance(data_module(_cfg(clip_folder, store="off"), device="cpu"), PairDataModule)
     assert isinstance(data_module(_cfg(clip_folder, store="device"), device="cpu"), StoreDataModule)
     with pytest.raises(DataError, match="store='gpu': choose one of auto, device, host, off"):
         data_module(_cfg(clip_folder, store="gpu"), device="cpu")
+
+
+def test_on_cpu_auto_streams_a_corpus_over_the_budget_and_says_why_in_one_line(
+    clip_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from timm_uscl.training.data import PairDataModule
+
+    tiny = _cfg(clip_folder, store="auto", store_budget_mb=0.01)
+    with caplog.at_level("INFO"):
+        assert isinstance(data_module(tiny, device="cpu"), PairDataModule)
+    lines = [r.getMessage() for r in caplog.records if "the frame store does not fit" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "over the store's limit of" in lines[0]
+    with pytest.raises(DataError, match="over the store's limit"):  # asked for explicitly: refused, not streamed
+        data_module(dataclasses.replace(tiny, store="device"), device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------------- the file

@@ -1,0 +1,125 @@
+"""The reproduction job: stages run once, in order; interrupted ones resume; other code or settings are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from timm_uscl.training.reproduce import STAGES, Plan, ReproduceError, run_reproduction, status_lines
+
+COMMIT = "a" * 40
+
+
+def _plan(tmp_path: Path, **changes) -> Plan:
+    return Plan(data_root=str(tmp_path / "data"), **changes)
+
+
+def _runners(calls: list[tuple[str, bool]], fail: str | None = None):
+    def run(stage, plan, folder, resume):
+        calls.append((stage.name, resume))
+        folder.mkdir(parents=True, exist_ok=True)
+        if stage.name == fail:
+            raise RuntimeError("killed")
+        return {"ok": stage.name}
+
+    return {"pretrain": run, "evaluate": run, "table": run}
+
+
+def test_every_stage_runs_once_in_order_and_a_second_call_redoes_nothing(tmp_path):
+    calls: list[tuple[str, bool]] = []
+    ran = run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners(calls), commit=COMMIT)
+    assert ran == [s.name for s in STAGES]
+    assert [name for name, _ in calls] == [s.name for s in STAGES]
+    again: list[tuple[str, bool]] = []
+    assert run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners(again), commit=COMMIT) == []
+    assert again == []
+    record = json.loads((tmp_path / "root" / "stages" / "pretrain_uscl.json").read_text())
+    assert record["status"] == "done" and record["commit"] == COMMIT and record["attempts"] == 1
+
+
+def test_an_interrupted_stage_is_resumed_and_the_finished_ones_are_not_redone(tmp_path):
+    calls: list[tuple[str, bool]] = []
+    with pytest.raises(RuntimeError, match="killed"):
+        run_reproduction(
+            tmp_path / "root", _plan(tmp_path), runners=_runners(calls, fail="pretrain_simclr"), commit=COMMIT
+        )
+    assert [name for name, _ in calls] == ["pretrain_meta_uscl", "pretrain_uscl", "pretrain_simclr"]
+    lines = "\n".join(status_lines(tmp_path / "root"))
+    assert "done         pretrain_uscl" in lines and "interrupted  pretrain_simclr" in lines
+    calls.clear()
+    run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners(calls), commit=COMMIT)
+    assert calls[0] == ("pretrain_simclr", True)  # resumed, and nothing finished was run again
+    assert "pretrain_uscl" not in [name for name, _ in calls]
+
+
+def test_a_stage_started_by_another_commit_is_refused_rather_than_mixed_into_the_table(tmp_path):
+    calls: list[tuple[str, bool]] = []
+    with pytest.raises(RuntimeError):
+        run_reproduction(
+            tmp_path / "root", _plan(tmp_path), runners=_runners(calls, fail="pretrain_uscl"), commit=COMMIT
+        )
+    with pytest.raises(ReproduceError, match=r"pretrain_meta_uscl ran with commit aaaaaaaaaaaa.*git checkout"):
+        run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners(calls), commit="b" * 40)
+
+
+def test_uncommitted_code_is_refused(tmp_path):
+    with pytest.raises(ReproduceError, match="clean git checkout"):
+        run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners([]), commit=COMMIT + "-dirty")
+
+
+def test_other_settings_in_the_same_root_are_refused_with_the_differences(tmp_path):
+    run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners([]), commit=COMMIT, stages=("pretrain_uscl",))
+    with pytest.raises(ReproduceError, match=r"epochs 300 -> 20.*another --root"):
+        run_reproduction(tmp_path / "root", _plan(tmp_path, epochs=20), runners=_runners([]), commit=COMMIT)
+
+
+def test_status_of_an_empty_root_says_how_to_start(tmp_path):
+    assert "no reproduction here yet" in status_lines(tmp_path / "nothing")[0]
+
+
+def test_status_gives_an_eta_from_the_progress_of_a_started_pretraining(tmp_path):
+    root = tmp_path / "root"
+    with pytest.raises(RuntimeError):
+        run_reproduction(root, _plan(tmp_path), runners=_runners([], fail="pretrain_meta_uscl"), commit=COMMIT)
+    folder = root / "pretrain_meta_uscl"
+    (folder / "config.yaml").write_text("epochs: 10\n")
+    lines = [json.dumps({"epoch": e, "step": 4 * e, "loss": 1.0}) for e in (1, 2)]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    out = "\n".join(status_lines(root))
+    assert "pretrain_meta_uscl" in out and "20 % done" in out and "total left" in out
+
+
+def test_a_second_live_reproduction_on_one_root_is_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import fcntl, sys, time
+                h = open({str(root / ".lock")!r}, "a+")
+                fcntl.flock(h, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ReproduceError, match="in use by a running reproduction"):
+            run_reproduction(root, _plan(tmp_path), runners=_runners([]), commit=COMMIT)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()

@@ -1,0 +1,75 @@
+"""``timm-uscl reproduce``: the paper-budget comparison as one resumable job (import-light: the work happens in the
+handler; see :mod:`timm_uscl.training.reproduce`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..config import PRECISIONS
+
+ROOT_ENV = "TIMM_USCL_REPRO"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reproduce",
+        help="pretrain Meta-USCL, USCL and SimCLR at the paper's budget, evaluate them and random init, compare "
+        "(resumable; `reproduce status` shows progress and ETA)",
+        description="Run every stage left of the reproduction table; rerun the same command after an interruption "
+        "to continue (finished stages are skipped, an interrupted pretraining resumes from last.pt).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    p.add_argument(
+        "--root",
+        default=os.environ.get(ROOT_ENV, "~/.cache/timm-uscl/repro"),
+        help=f"run root, outside the work tree (env {ROOT_ENV})",
+    )
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("TIMM_USCL_DATA"),
+        help="the data folder with covid_blues/, pocus/ and busi/ (env TIMM_USCL_DATA)",
+    )
+    p.add_argument("--epochs", type=int, default=300, help="pretraining epochs (the paper: 300)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--online-every", type=int, default=25, help="epochs between online kNN / linear probes (POCUS)")
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        metavar="STAGE",
+        help="only these stages or kinds (pretrain, evaluate, table, or a stage name such as pretrain_uscl)",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    import torch
+
+    from ..errors import ConfigError
+    from ..reproduce import Plan, run_reproduction, status_lines
+    from ..runtime import resolve_precision
+
+    if args.action == "status":
+        print("\n".join(status_lines(args.root)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.data_root:
+        raise ConfigError("reproduce needs the data folder: pass --data-root DIR or set TIMM_USCL_DATA")
+    precision = resolve_precision(args.precision, torch.device(args.device)).name  # one precision for every stage
+    plan = Plan(
+        data_root=str(os.path.abspath(args.data_root)),
+        epochs=args.epochs,
+        image_size=args.image_size,
+        precision=precision,
+        device=args.device,
+        online_every=args.online_every,
+    )
+    run_reproduction(args.root, dataclasses.replace(plan), stages=tuple(args.stages) if args.stages else None)
+    print("\n".join(status_lines(args.root)))
+    return 0

@@ -1,0 +1,428 @@
+"""The paper-budget comparison as one resumable job: pretrain Meta-USCL, USCL and SimCLR on the same videos, evaluate
+them and a random-init backbone on the same folds and seeds, then print the paired comparison.
+
+Why a job runner and not a shell loop: at the paper's budget the work takes hours on a CPU, longer than one sitting,
+and a table is only worth something when every row was made by the same code with the same settings. So:
+
+* **One run root** outside any work tree (``~/.cache/timm-uscl/repro`` by default, ``--root`` or
+  ``$TIMM_USCL_REPRO``): ``plan.json`` (the settings), one folder per stage, and ``stages/<stage>.json`` (its
+  record: status, commit, settings, wall time, attempts).
+* **Idempotent stages**, in :data:`STAGES` order: a finished stage is skipped; an interrupted one (SIGKILL
+  included) resumes, a pretraining stage from its ``last.pt``; a stage whose settings differ from the plan is
+  refused.
+* **Never two codes in one table.** Every stage records the commit it ran with. A stage is refused when the code
+  differs from the commit its kind (pretraining, evaluation) was started with, or when the work tree is dirty; the
+  table prints the commits it was made from. To continue a table with newer code, check out the recorded commit (or
+  start a new root).
+* **status** prints each stage (done, running, interrupted, left) with wall times and an ETA; a stage's ETA comes
+  from its own progress when it has started, else from a finished stage of the same kind, else from
+  :data:`ESTIMATE_S` (stated as such).
+* ``precision: auto`` is resolved once, in the plan, so every stage computes in the same precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import USCLError
+
+__all__ = [
+    "ReproduceError",
+    "Plan",
+    "Stage",
+    "STAGES",
+    "DEFAULT_ROOT",
+    "run_reproduction",
+    "status_lines",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "~/.cache/timm-uscl/repro"
+
+
+class ReproduceError(USCLError):
+    """The reproduction cannot go on as asked (another commit, other settings, a live job, a full disk)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the job: ``kind`` pretrain / evaluate / table; ``method`` the preset or ``random``."""
+
+    name: str
+    kind: str
+    method: str
+
+
+METHODS = ("meta_uscl", "uscl", "simclr")
+STAGES = (
+    *(Stage(f"pretrain_{m}", "pretrain", m) for m in METHODS),
+    Stage("evaluate_random", "evaluate", "random"),
+    *(Stage(f"evaluate_{m}", "evaluate", m) for m in METHODS),
+    Stage("table", "table", ""),
+)
+ESTIMATE_S = {"pretrain_meta_uscl": 3600.0, "pretrain": 1200.0, "evaluate": 1800.0, "table": 5.0}
+"""Fallback ETAs (seconds) on a 2-core CPU with bf16, used only until a stage of that kind has timings."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the whole table is made with; written to ``plan.json`` once and compared on every later call."""
+
+    data_root: str
+    pretrain_data: str = "covid_blues"
+    epochs: int = 300
+    image_size: int = 64
+    precision: str = "auto"
+    device: str = "cpu"
+    online_eval: str | None = "pocus"
+    online_every: int = 25
+    eval_budget: str = "reproduction"
+
+    def pretrain_overrides(self, method: str, out_dir: Path) -> dict[str, Any]:
+        overrides: dict[str, Any] = {
+            "source": str(Path(self.data_root) / self.pretrain_data),
+            "out_dir": str(out_dir),
+            "epochs": self.epochs,
+            "image_size": self.image_size,
+            "precision": self.precision,
+            "device": self.device,
+        }
+        if self.online_eval:
+            overrides.update(
+                online_eval=self.online_eval, online_every=self.online_every, online_data_root=self.data_root
+            )
+        return overrides
+
+
+@dataclass
+class Record:
+    """``stages/<name>.json``: what happened to one stage."""
+
+    status: str = "left"  # left | running | done
+    commit: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    wall_s: float = 0.0  # summed over attempts
+    started: float | None = None
+    attempt_started: float | None = None  # wall clock of the attempt now running (status adds it to wall_s)
+    finished: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class Root:
+    """The run root's files (module docstring); every write is atomic and a full disk is one line."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser()
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.path / stage.name
+
+    def record_path(self, stage: Stage) -> Path:
+        return self.path / "stages" / f"{stage.name}.json"
+
+    def read(self, stage: Stage) -> Record:
+        path = self.record_path(stage)
+        if not path.is_file():
+            return Record()
+        try:
+            return Record(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as err:
+            raise ReproduceError(f"{path}: not a stage record ({err}); remove it to redo the stage") from None
+
+    def write(self, stage: Stage, record: Record) -> None:
+        self._atomic(self.record_path(stage), json.dumps(dataclasses.asdict(record), indent=2, allow_nan=False))
+
+    def _atomic(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text + "\n")
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno == errno.ENOSPC:
+                raise ReproduceError(f"{path.parent}: the disk is full; free space and run the command again") from None
+            raise ReproduceError(f"{path}: cannot be written ({err.strerror or err})") from None
+
+    def check_plan(self, plan: Plan) -> None:
+        """The first call writes plan.json; later calls must ask for the same plan."""
+        path = self.path / "plan.json"
+        wanted = dataclasses.asdict(plan)
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved != wanted:
+                diffs = "; ".join(
+                    f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}"
+                    for k in sorted(set(saved) | set(wanted))
+                    if saved.get(k) != wanted.get(k)
+                )
+                raise ReproduceError(
+                    f"{path}: this root holds a table made with other settings ({diffs}); run with the same settings "
+                    f"or pick another --root"
+                )
+            return
+        self._atomic(path, json.dumps(wanted, indent=2))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One reproduction per root at a time (a second one is refused, status still reads)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the job's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ReproduceError(
+                f"{self.path} is in use by a running reproduction; wait for it or use `status`"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def live(self) -> bool:
+        """Whether a reproduction holds the root now."""
+        path = self.path / ".lock"
+        if not path.exists():
+            return False
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def current_commit() -> str | None:
+    from .provenance import git_commit
+
+    return git_commit()
+
+
+def _check_commit(root: Root, stage: Stage, record: Record, commit: str | None) -> None:
+    """Refuse code that differs from what this stage, or its kind's other stages, ran with (module docstring)."""
+    if commit is None or commit.endswith("-dirty"):
+        raise ReproduceError(
+            f"{stage.name}: the code's commit is {'unknown' if commit is None else commit} (a table is made by one "
+            "committed version): run from a clean git checkout of timm-uscl"
+        )
+    for other in STAGES:
+        seen = record if other == stage else root.read(other)
+        if other.kind == stage.kind and seen.commit is not None and seen.commit != commit:
+            raise ReproduceError(
+                f"{root.stage_dir(other)}: {other.name} ran with commit {seen.commit[:12]}, this code is "
+                f"{commit[:12]}; one table is made by one code: `git checkout {seen.commit[:12]}` to continue it, or "
+                f"pick another --root"
+            )
+
+
+StageRunner = Callable[[Stage, Plan, Path, bool], dict[str, Any]]
+
+
+def run_reproduction(
+    root_path: str | os.PathLike,
+    plan: Plan,
+    *,
+    stages: tuple[str, ...] | None = None,
+    progress: bool = False,
+    runners: dict[str, StageRunner] | None = None,
+    commit: str | None = None,
+) -> list[str]:
+    """Run every stage left (or those named in ``stages``), in order; returns the names of the stages run.
+
+    ``runners`` (kind -> callable) and ``commit`` replace the real ones in tests."""
+    root = Root(root_path)
+    runners = {**DEFAULT_RUNNERS, **(runners or {})}
+    commit = commit if commit is not None else current_commit()
+    wanted = [s for s in STAGES if stages is None or s.name in stages or s.kind in stages]
+    unknown = set(stages or ()) - {s.name for s in STAGES} - {s.kind for s in STAGES}
+    if unknown:
+        raise ReproduceError(
+            f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(s.name for s in STAGES)}"
+        )
+    ran = []
+    with root.lock():
+        root.check_plan(plan)
+        for stage in wanted:
+            record = root.read(stage)
+            if record.status == "done":
+                log.info("reproduce: %s done (%s), skipped", stage.name, _minutes(record.wall_s))
+                continue
+            _check_commit(root, stage, record, commit)
+            resume = record.attempts > 0
+            record = dataclasses.replace(
+                record, status="running", commit=commit, settings=dataclasses.asdict(plan), attempts=record.attempts + 1
+            )
+            record.started = record.started or time.time()
+            record.attempt_started = time.time()
+            root.write(stage, record)
+            log.info("reproduce: %s %s (attempt %d)", "resuming" if resume else "starting", stage.name, record.attempts)
+            start = time.monotonic()
+            try:
+                result = runners[stage.kind](stage, plan, root.stage_dir(stage), resume)
+            finally:
+                record.wall_s += time.monotonic() - start
+                root.write(stage, record)
+            record.status, record.finished, record.result = "done", time.time(), result
+            root.write(stage, record)
+            log.info("reproduce: %s done in %s", stage.name, _minutes(record.wall_s))
+            ran.append(stage.name)
+    return ran
+
+
+# -------------------------------------------------------------------------------------------------- the stages
+
+
+def _pretrain_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[str, Any]:
+    from .config import load_config
+    from .engine import pretrain
+
+    summary = folder / "summary.json"
+    if summary.is_file() and (folder / "export").is_dir():  # finished, killed before its record said so
+        done = json.loads(summary.read_text())
+        return {"export": str(folder / "export"), "steps": done["steps"], "epochs": done["epochs"]}
+    config = load_config(stage.method, overrides=plan.pretrain_overrides(stage.method, folder))
+    result = pretrain(config, resume=True, progress=False)  # resume: from last.pt when there is one, else fresh
+    return {"export": str(result.export_dir), "steps": result.steps, "epochs": result.epochs}
+
+
+def _evaluate_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[str, Any]:
+    from timm_uscl.cli import main as cli_main
+
+    root = folder.parent
+    if stage.method == "random":
+        model = ["resnet18_uscl", "--random-init", "--init", "torchvision"]
+    else:
+        export = root / f"pretrain_{stage.method}" / "export"
+        model = [f"local-dir:{export}", "--card", str(export)]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "eval.json"
+    args = [
+        *model,
+        "--tasks", "pocus", "busi", "busi_seg",
+        "--image-size", str(plan.image_size),
+        "--epochs", "5",
+        "--frames-per-video", "4",
+        "--device", plan.device,
+        "--data-root", plan.data_root,
+        "--no-progress",
+        "--out", str(out),
+        "--markdown", str(folder / "eval.md"),
+    ]  # fmt: skip
+    if out.exists():
+        out.unlink()  # an interrupted evaluation starts over (it writes its JSON only at the end)
+    code = cli_main(["evaluate", *args])
+    if code != 0:
+        raise ReproduceError(f"{stage.name}: the evaluation failed (exit code {code}); see the log above")
+    return {"eval_json": str(out)}
+
+
+def _table_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[str, Any]:
+    from .evaluation.repro import comparison_table
+
+    root = folder.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    commits = {s.kind: Root(root).read(s).commit for s in STAGES if s.kind in ("pretrain", "evaluate")}
+    for s in STAGES:  # the table reads eval_<method>.json files from one folder
+        if s.kind == "evaluate":
+            (folder / f"eval_{s.method}.json").write_bytes((root / s.name / "eval.json").read_bytes())
+    table = comparison_table(folder)
+    header = f"Pretraining commit {commits.get('pretrain')}, evaluation commit {commits.get('evaluate')}.\n\n"
+    (folder / "table.md").write_text(header + table)
+    print(header + table)
+    return {"table": str(folder / "table.md")}
+
+
+DEFAULT_RUNNERS: dict[str, StageRunner] = {
+    "pretrain": _pretrain_stage,
+    "evaluate": _evaluate_stage,
+    "table": _table_stage,
+}
+
+
+# -------------------------------------------------------------------------------------------------- status
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _progress(folder: Path) -> float | None:
+    """The fraction of a pretraining stage done, from its metrics.jsonl and config.yaml."""
+    metrics = folder / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    from .monitor import read_records
+
+    records = [r for r in read_records(metrics) if "step" in r and "epoch" in r and "loss" in r]
+    config = folder / "config.yaml"
+    if len(records) < 2 or not config.is_file():
+        return None
+    import yaml
+
+    epochs = yaml.safe_load(config.read_text()).get("epochs", 0) or 0
+    last = records[-1]
+    steps_per_epoch = max(r["step"] for r in records if r["epoch"] == last["epoch"]) / max(last["epoch"], 1)
+    total = steps_per_epoch * epochs
+    if total <= 0:
+        return None
+    return min(last["step"] / total, 1.0)
+
+
+def status_lines(root_path: str | os.PathLike) -> list[str]:
+    """What ``timm-uscl reproduce status`` prints: one line per stage, then the total ETA."""
+    root = Root(root_path)
+    if not (root.path / "plan.json").is_file():
+        return [f"{root.path}: no reproduction here yet (run `timm-uscl reproduce --root {root.path}`)"]
+    live = root.live()
+    plan = json.loads((root.path / "plan.json").read_text())
+    lines = [f"{root.path}: {'running now' if live else 'not running'}; plan {json.dumps(plan)}"]
+    per_kind: dict[str, float] = {}
+    for stage in STAGES:
+        record = root.read(stage)
+        if record.status == "done":
+            per_kind.setdefault(stage.name if stage.name in ESTIMATE_S else stage.kind, record.wall_s)
+    left_s = 0.0
+    for stage in STAGES:
+        record = root.read(stage)
+        key = stage.name if stage.name in ESTIMATE_S else stage.kind
+        expected, how = per_kind.get(key), "like its finished kind"
+        if expected is None:
+            expected, how = ESTIMATE_S[key], "a default estimate"
+        commit = (record.commit or "")[:12]
+        if record.status == "done":
+            lines.append(f"  done         {stage.name:22s} {_minutes(record.wall_s):>10s}  commit {commit}")
+            continue
+        fraction = _progress(root.stage_dir(stage)) if stage.kind == "pretrain" else None
+        wall = record.wall_s
+        if live and record.status == "running" and record.attempt_started:
+            wall += time.time() - record.attempt_started
+        if record.attempts and fraction:
+            remaining = wall * (1 - fraction) / fraction if wall else expected * (1 - fraction)
+            how = f"{100 * fraction:.0f} % done after {_minutes(wall)}"
+        else:
+            remaining = expected
+        left_s += remaining
+        state = ("running" if live else "interrupted") if record.status == "running" else "left"
+        lines.append(f"  {state:12s} {stage.name:22s} ETA {_minutes(remaining):>8s} ({how})  commit {commit or '-'}")
+    lines.append(f"  total left: about {_minutes(left_s)}")
+    return lines
