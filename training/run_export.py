@@ -62,6 +62,8 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None, epochs_done: 
         ("recipe", _recipe(config)),
         ("initialisation", config.init),
         ("BatchNorm batches", config.bn_views),
+        ("precision", config.precision),  # resolved (fp32 or bf16 autocast): what the steps computed in
+        ("data path", "frame store" if config.data.store in ("device", "host") else "streamed from the files"),
         ("seed", str(config.seed)),
         ("commit", commit or "unknown (not a git checkout)"),
     )

@@ -34,6 +34,8 @@ def test_the_smoke_run_card_names_its_data_size_and_steps_and_holds_no_results(f
     run = dict(facts["run"]) if isinstance(facts["run"], list) else facts["run"]
     assert run["image size"] == "32 px" and run["steps"] == str(result.steps) and run["data"] == str(source)
     assert "commit" in run and run["initialisation"] == config.init
+    assert run["precision"] in ("fp32", "bf16")  # resolved: what the steps computed in, never "auto"
+    assert run["data path"] == "frame store"  # store=auto on a CPU, the fixtures fit
 
 
 def test_a_full_disk_at_the_export_is_a_one_line_error_that_keeps_the_checkpoint_usable(small_disk, tmp_path):
