@@ -16,11 +16,19 @@ unless its name ends in ``-joint`` (both views as one BatchNorm batch):
   *-graphs     with ``--graphs`` (CUDA): plain, meta and meta-joint replayed as CUDA graphs (`StepGraphs`), the
                warm-up steps (eager, then the capture) excluded from the measured ones
 
-Peak memory: CUDA max_memory_allocated per variant; on CPU the process's peak RSS (VmHWM, reset through
-/proc/self/clear_refs) minus the RSS before the step, with glibc's mmap threshold lowered so freed tensors go
-back to the OS (the script re-executes itself with MALLOC_MMAP_THRESHOLD_ set).
+Peak memory (``--memory``): CUDA max_memory_allocated per variant; on CPU the process's peak RSS (VmHWM, reset
+through /proc/self/clear_refs) minus the RSS before the step, with glibc's mmap threshold lowered so freed tensors go
+back to the OS (the script re-executes itself with MALLOC_MMAP_THRESHOLD_ set). That threshold makes every large
+tensor a fresh mmap with its page faults, so it slows the steps (0.33 s -> 0.49 s for a bf16 plain step on the 2-core
+box): speed and memory are measured in separate runs, speed without it.
+
+Roofline (``--roofline``): the machine's convolution peak, fp32 and bf16 (autocast), measured here on large 3x3
+convolutions at the same thread count, and each variant's achieved FLOP/s (its FLOPs counted once by
+``torch.utils.flop_counter.FlopCounterMode``, divided by its median wall time) as a fraction of the peak of the
+precision it ran in.
 
     python benchmarks/bench_meta.py --sizes 64 112                       # CPU
+    python benchmarks/bench_meta.py --sizes 64 --threads 2 --bf16 --channels-last --roofline --skip naive approx
     python benchmarks/bench_meta.py --device cuda --bf16 --channels-last --sizes 64 112 224
     python benchmarks/bench_meta.py --device cuda --sizes 64 --graphs --skip meta-jvp meta-dbl approx naive
 """
@@ -123,6 +131,37 @@ def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, float,
     return time.perf_counter() - t, time.process_time() - cpu, peak / 2**20
 
 
+def conv_peak(device: torch.device, bf16: bool, seconds: float = 2.0) -> float:
+    """Peak FLOP/s of large 3x3 convolutions (channels_last, forward, no grad), best over a few shapes."""
+    best = 0.0
+    for n, c, hw in ((64, 256, 16), (32, 128, 32), (16, 512, 8)):
+        x = torch.randn(n, c, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
+        conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, memory_format=torch.channels_last)
+        flops = 2.0 * n * c * c * 9 * hw * hw
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            conv(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 3:
+                conv(x)
+                calls += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, flops * calls / (time.perf_counter() - start))
+    return best
+
+
+def step_flops(fn: Callable[[], None]) -> float:
+    """FLOPs of one call (matmuls and convolutions, forward and backward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def _variants(base, base_cmw, args: argparse.Namespace):
     """Each variant's step on its own copy of the same model: name -> (step on a batch list, (model, cmw, opt))."""
     configs = {
@@ -183,10 +222,13 @@ def run(size: int, args: argparse.Namespace) -> None:
             if i >= warmup:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-                peaks[name] = max(peaks[name], peak)
+                # a CPU RSS peak means something only with --memory (freed tensors returned to the OS)
+                peaks[name] = max(peaks[name], peak) if args.memory or device.type == "cuda" else float("nan")
 
     med = {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in variants}
     _report(size, args, med, walls, peaks)
+    if args.roofline:
+        _roofline(variants, med, device, args, [batch() for _ in range(4)])
     for name, graphs in graph_runs.items():  # every measured step must be a replay, else the figure is eager's
         print(f"{name}: {graphs.stats.captures} capture(s), {graphs.stats.replays} replays, {graphs.stats.eager} eager")
         if graphs.stats.reason is not None or graphs.stats.failed:
@@ -194,6 +236,21 @@ def run(size: int, args: argparse.Namespace) -> None:
     if "meta" in states:
         model, cmw, opt = states["meta"]
         _accuracy(model, cmw, opt, [batch() for _ in range(4)], configs, args)
+
+
+def _roofline(variants, med, device: torch.device, args: argparse.Namespace, b: list[torch.Tensor]) -> None:
+    peak = conv_peak(device, args.bf16)
+    precision = "bf16" if args.bf16 else "fp32"
+    print(f"convolution peak ({precision}, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s")
+    for name, fn in variants.items():
+        if name.endswith("-graphs"):  # a capture under the counter would not count the replayed kernels
+            continue
+        flops = step_flops(functools.partial(fn, b))
+        achieved = flops / med[name][0]
+        print(
+            f"{name:18s} {flops / 1e9:8.1f} GFLOP/step  {achieved / 1e9:7.1f} GFLOP/s  {100 * achieved / peak:5.1f} % "
+            f"of the {precision} convolution peak"
+        )
 
 
 def _report(size: int, args: argparse.Namespace, med, walls, peaks) -> None:
@@ -252,8 +309,6 @@ def _accuracy(model, cmw, opt, b: list[torch.Tensor], configs: dict[str, MetaSte
 
 
 def main() -> None:
-    if sys.platform == "linux" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 112])
@@ -267,7 +322,11 @@ def main() -> None:
     p.add_argument("--approx-prefixes", nargs="+", default=["backbone.layer4.", "head."])
     p.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
     p.add_argument("--graphs", action="store_true", help="add plain, meta and meta-joint as CUDA graphs (CUDA)")
+    p.add_argument("--memory", action="store_true", help="measure peak memory (slows CPU steps: module docstring)")
+    p.add_argument("--roofline", action="store_true", help="convolution peak and each variant's share of it")
     args = p.parse_args()
+    if args.memory and sys.platform == "linux" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     if args.threads:
         torch.set_num_threads(args.threads)
     for size in args.sizes:
