@@ -58,19 +58,21 @@ class ReproduceError(USCLError):
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the job: ``kind`` pretrain / evaluate / table; ``method`` the preset or ``random``."""
+    """One step of the job: ``kind`` pretrain / evaluate / table; ``method`` the preset or ``random``; ``needs`` the
+    stages that must be done first."""
 
     name: str
     kind: str
     method: str
+    needs: tuple[str, ...] = ()
 
 
 METHODS = ("meta_uscl", "uscl", "simclr")
 STAGES = (
     *(Stage(f"pretrain_{m}", "pretrain", m) for m in METHODS),
     Stage("evaluate_random", "evaluate", "random"),
-    *(Stage(f"evaluate_{m}", "evaluate", m) for m in METHODS),
-    Stage("table", "table", ""),
+    *(Stage(f"evaluate_{m}", "evaluate", m, needs=(f"pretrain_{m}",)) for m in METHODS),
+    Stage("table", "table", "", needs=("evaluate_random", *(f"evaluate_{m}" for m in METHODS))),
 )
 ESTIMATE_S = {"pretrain_meta_uscl": 3600.0, "pretrain": 1200.0, "evaluate": 1800.0, "table": 5.0}
 """Fallback ETAs (seconds) on a 2-core CPU with bf16, used only until a stage of that kind has timings."""
@@ -177,30 +179,27 @@ class Root:
         self._atomic(path, json.dumps(wanted, indent=2))
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One reproduction per root at a time (a second one is refused, status still reads)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the job's lifetime
+    def stage_lock(self, stage: Stage) -> Iterator[bool]:
+        """Hold ``stage`` for this process (True), or learn that another live process holds it (False)."""
+        path = self.path / "stages" / f"{stage.name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held while the stage runs
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise ReproduceError(
-                f"{self.path} is in use by a running reproduction; wait for it or use `status`"
-            ) from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}\n")
-            handle.flush()
-            yield
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
-    def live(self) -> bool:
-        """Whether a reproduction holds the root now."""
-        path = self.path / ".lock"
+    def held_elsewhere(self, stage: Stage) -> bool:
+        """Whether another live process runs ``stage`` now."""
+        path = self.path / "stages" / f"{stage.name}.lock"
         if not path.exists():
             return False
         with open(path, "a+") as handle:
@@ -210,6 +209,10 @@ class Root:
                 return True
             fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+    def live(self) -> bool:
+        """Whether any stage is being run by a live process now."""
+        return any(self.held_elsewhere(stage) for stage in STAGES)
 
 
 def current_commit() -> str | None:
@@ -235,7 +238,82 @@ def _check_commit(root: Root, stage: Stage, record: Record, commit: str | None) 
             )
 
 
-StageRunner = Callable[[Stage, Plan, Path, bool], dict[str, Any]]
+@dataclass(frozen=True)
+class StageCall:
+    """What a stage runner gets: the stage, the plan, its folder, whether an earlier attempt exists, and how to
+    execute (CPU threads; not part of the plan: it changes how fast, not what is computed)."""
+
+    stage: Stage
+    plan: Plan
+    folder: Path
+    resume: bool
+    threads: int = 0
+
+
+StageRunner = Callable[[StageCall], dict[str, Any]]
+
+
+def _recovered_wall(root: Root, stage: Stage, record: Record) -> float:
+    """An attempt killed before it could record its wall time: the time from its start to the stage folder's last
+    write (a checkpoint or a metrics line), so the stage's wall time still counts it."""
+    if record.status != "running" or record.attempt_started is None or not root.stage_dir(stage).is_dir():
+        return 0.0
+    stamps = [p.stat().st_mtime for p in root.stage_dir(stage).rglob("*") if p.is_file()]
+    return max(0.0, max(stamps, default=record.attempt_started) - record.attempt_started)
+
+
+def _run_stage(root: Root, stage: Stage, plan: Plan, runner: StageRunner, *, commit: str | None, threads: int) -> None:
+    record = root.read(stage)
+    _check_commit(root, stage, record, commit)
+    resume = record.attempts > 0
+    record = dataclasses.replace(
+        record,
+        status="running",
+        commit=commit,
+        settings=dataclasses.asdict(plan),
+        attempts=record.attempts + 1,
+        wall_s=record.wall_s + _recovered_wall(root, stage, record),
+    )
+    record.started = record.started or time.time()
+    record.attempt_started = time.time()
+    root.write(stage, record)
+    log.info("reproduce: %s %s (attempt %d)", "resuming" if resume else "starting", stage.name, record.attempts)
+    start = time.monotonic()
+    try:
+        result = runner(StageCall(stage, plan, root.stage_dir(stage), resume, threads))
+    finally:
+        record.wall_s += time.monotonic() - start
+        record.attempt_started = None
+        root.write(stage, record)
+    record.status, record.finished, record.result = "done", time.time(), result
+    root.write(stage, record)
+    log.info("reproduce: %s done in %s", stage.name, _minutes(record.wall_s))
+
+
+def _one_pass(
+    root: Root, wanted: list[Stage], plan: Plan, runners: dict[str, StageRunner], *, commit: str | None, threads: int
+) -> tuple[list[str], list[str]]:
+    """Every wanted stage that is free and ready, once, in order: (stages run, stages waiting on another process)."""
+    ran, waiting = [], []
+    for stage in wanted:
+        if root.read(stage).status == "done":
+            continue
+        with root.stage_lock(stage) as held:
+            if not held:
+                log.info("reproduce: %s is running in another process; skipped", stage.name)
+                waiting.append(stage.name)
+                continue
+            if root.read(stage).status == "done":  # finished by another process meanwhile
+                continue
+            missing = [n for n in stage.needs if root.read(_STAGE[n]).status != "done"]
+            if missing:
+                if any(root.held_elsewhere(_STAGE[n]) for n in missing):
+                    waiting.append(stage.name)
+                log.info("reproduce: %s waits for %s", stage.name, ", ".join(missing))
+                continue
+            _run_stage(root, stage, plan, runners[stage.kind], commit=commit, threads=threads)
+            ran.append(stage.name)
+    return ran, waiting
 
 
 def run_reproduction(
@@ -243,71 +321,58 @@ def run_reproduction(
     plan: Plan,
     *,
     stages: tuple[str, ...] | None = None,
-    progress: bool = False,
     runners: dict[str, StageRunner] | None = None,
     commit: str | None = None,
+    threads: int = 0,
+    poll_s: float = 30.0,
 ) -> list[str]:
-    """Run every stage left (or those named in ``stages``), in order; returns the names of the stages run.
+    """Run every stage left (or those named in ``stages``), in order; returns the names of the stages this process
+    ran. Several processes may work on one root at once (``--jobs``): each stage is held by one of them (a lock
+    file), the others skip it and go on, and come back for stages that waited on it.
 
     ``runners`` (kind -> callable) and ``commit`` replace the real ones in tests."""
     root = Root(root_path)
     runners = {**DEFAULT_RUNNERS, **(runners or {})}
     commit = commit if commit is not None else current_commit()
-    wanted = [s for s in STAGES if stages is None or s.name in stages or s.kind in stages]
     unknown = set(stages or ()) - {s.name for s in STAGES} - {s.kind for s in STAGES}
     if unknown:
         raise ReproduceError(
             f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(s.name for s in STAGES)}"
         )
-    ran = []
-    with root.lock():
-        root.check_plan(plan)
-        for stage in wanted:
-            record = root.read(stage)
-            if record.status == "done":
-                log.info("reproduce: %s done (%s), skipped", stage.name, _minutes(record.wall_s))
-                continue
-            _check_commit(root, stage, record, commit)
-            resume = record.attempts > 0
-            record = dataclasses.replace(
-                record, status="running", commit=commit, settings=dataclasses.asdict(plan), attempts=record.attempts + 1
-            )
-            record.started = record.started or time.time()
-            record.attempt_started = time.time()
-            root.write(stage, record)
-            log.info("reproduce: %s %s (attempt %d)", "resuming" if resume else "starting", stage.name, record.attempts)
-            start = time.monotonic()
-            try:
-                result = runners[stage.kind](stage, plan, root.stage_dir(stage), resume)
-            finally:
-                record.wall_s += time.monotonic() - start
-                root.write(stage, record)
-            record.status, record.finished, record.result = "done", time.time(), result
-            root.write(stage, record)
-            log.info("reproduce: %s done in %s", stage.name, _minutes(record.wall_s))
-            ran.append(stage.name)
-    return ran
+    wanted = [s for s in STAGES if stages is None or s.name in stages or s.kind in stages]
+    root.check_plan(plan)
+    ran: list[str] = []
+    while True:
+        done_now, waiting = _one_pass(root, wanted, plan, runners, commit=commit, threads=threads)
+        ran += done_now
+        if not waiting:
+            return ran
+        if not done_now:  # everything left waits on other processes: wait for them
+            time.sleep(poll_s)
 
 
 # -------------------------------------------------------------------------------------------------- the stages
 
 
-def _pretrain_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[str, Any]:
+def _pretrain_stage(call: StageCall) -> dict[str, Any]:
     from .config import load_config
     from .engine import pretrain
 
+    stage, plan, folder = call.stage, call.plan, call.folder
     summary = folder / "summary.json"
     if summary.is_file() and (folder / "export").is_dir():  # finished, killed before its record said so
         done = json.loads(summary.read_text())
         return {"export": str(folder / "export"), "steps": done["steps"], "epochs": done["epochs"]}
-    config = load_config(stage.method, overrides=plan.pretrain_overrides(stage.method, folder))
+    overrides = {**plan.pretrain_overrides(stage.method, folder), "threads": call.threads}
+    config = load_config(stage.method, overrides=overrides)
     result = pretrain(config, resume=True, progress=False)  # resume: from last.pt when there is one, else fresh
     return {"export": str(result.export_dir), "steps": result.steps, "epochs": result.epochs}
 
 
-def _evaluate_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[str, Any]:
+def _evaluate_stage(call: StageCall) -> dict[str, Any]:
     from timm_uscl.cli import main as cli_main
 
+    stage, plan, folder = call.stage, call.plan, call.folder
     root = folder.parent
     if stage.method == "random":
         model = ["resnet18_uscl", "--random-init", "--init", "torchvision"]
@@ -336,9 +401,10 @@ def _evaluate_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dic
     return {"eval_json": str(out)}
 
 
-def _table_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[str, Any]:
+def _table_stage(call: StageCall) -> dict[str, Any]:
     from .evaluation.repro import comparison_table
 
+    folder = call.folder
     root = folder.parent
     folder.mkdir(parents=True, exist_ok=True)
     commits = {s.kind: Root(root).read(s).commit for s in STAGES if s.kind in ("pretrain", "evaluate")}
@@ -351,6 +417,8 @@ def _table_stage(stage: Stage, plan: Plan, folder: Path, resume: bool) -> dict[s
     print(header + table)
     return {"table": str(folder / "table.md")}
 
+
+_STAGE = {stage.name: stage for stage in STAGES}
 
 DEFAULT_RUNNERS: dict[str, StageRunner] = {
     "pretrain": _pretrain_stage,

@@ -22,8 +22,9 @@ def _plan(tmp_path: Path, **changes) -> Plan:
 
 
 def _runners(calls: list[tuple[str, bool]], fail: str | None = None):
-    def run(stage, plan, folder, resume):
-        calls.append((stage.name, resume))
+    def run(call):
+        stage, folder = call.stage, call.folder
+        calls.append((stage.name, call.resume))
         folder.mkdir(parents=True, exist_ok=True)
         if stage.name == fail:
             raise RuntimeError("killed")
@@ -96,30 +97,68 @@ def test_status_gives_an_eta_from_the_progress_of_a_started_pretraining(tmp_path
     assert "pretrain_meta_uscl" in out and "20 % done" in out and "total left" in out
 
 
-def test_a_second_live_reproduction_on_one_root_is_refused(tmp_path):
+def _hold(lock: Path) -> subprocess.Popen:
+    """Another live process holding ``lock`` (as a second reproduction job holds its stage)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    code = f"""
+        import fcntl, time
+        h = open({str(lock)!r}, "a+")
+        fcntl.flock(h, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        time.sleep(120)
+        """
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_stage_held_by_another_job_is_left_to_it_and_its_dependents_wait_for_it(tmp_path):
     root = tmp_path / "root"
-    root.mkdir()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import fcntl, sys, time
-                h = open({str(root / ".lock")!r}, "a+")
-                fcntl.flock(h, fcntl.LOCK_EX)
-                print("locked", flush=True)
-                time.sleep(60)
-                """
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold(root / "stages" / "pretrain_uscl.lock")
+    calls: list[tuple[str, bool]] = []
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ReproduceError, match="in use by a running reproduction"):
-            run_reproduction(root, _plan(tmp_path), runners=_runners([]), commit=COMMIT)
+        with pytest.raises(RuntimeError, match="stop waiting"):  # the second pass would only wait: stop it there
+
+            def no_wait(seconds):
+                raise RuntimeError("stop waiting")
+
+            import timm_uscl.training.reproduce as reproduce
+
+            original, reproduce.time.sleep = reproduce.time.sleep, no_wait
+            try:
+                run_reproduction(root, _plan(tmp_path), runners=_runners(calls), commit=COMMIT, poll_s=0)
+            finally:
+                reproduce.time.sleep = original
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
+    names = [name for name, _ in calls]
+    assert "pretrain_uscl" not in names and "evaluate_uscl" not in names and "table" not in names
+    assert names == [
+        "pretrain_meta_uscl",
+        "pretrain_simclr",
+        "evaluate_random",
+        "evaluate_meta_uscl",
+        "evaluate_simclr",
+    ]
+    calls.clear()
+    run_reproduction(root, _plan(tmp_path), runners=_runners(calls), commit=COMMIT)  # the other job is gone
+    assert [name for name, _ in calls] == ["pretrain_uscl", "evaluate_uscl", "table"]
+
+
+def test_a_killed_attempt_still_counts_its_wall_time_up_to_its_last_write(tmp_path):
+    root = tmp_path / "root"
+    with pytest.raises(RuntimeError):
+        run_reproduction(root, _plan(tmp_path), runners=_runners([], fail="pretrain_meta_uscl"), commit=COMMIT)
+    record_path = root / "stages" / "pretrain_meta_uscl.json"
+    record = json.loads(record_path.read_text())
+    record.update(wall_s=0.0, attempt_started=1000.0)  # as SIGKILL leaves it: no wall time written
+    record_path.write_text(json.dumps(record))
+    last = root / "pretrain_meta_uscl" / "last.pt"
+    last.write_bytes(b"x")
+    os.utime(last, (1600.0, 1600.0))
+    for path in (root / "pretrain_meta_uscl").iterdir():
+        os.utime(path, (1600.0, 1600.0))
+    os.utime(root / "pretrain_meta_uscl", (1600.0, 1600.0))
+    run_reproduction(root, _plan(tmp_path), runners=_runners([]), commit=COMMIT, stages=("pretrain_meta_uscl",))
+    assert json.loads(record_path.read_text())["wall_s"] >= 600.0

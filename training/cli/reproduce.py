@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--online-every", type=int, default=25, help="epochs between online kNN / linear probes (POCUS)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: the cores divided among --jobs)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes sharing the stages, each pinned to its own cores (two one-thread jobs on two cores do "
+        "more work than one two-thread job: benchmarks/RESULTS.md)",
+    )
     p.add_argument(
         "--stages",
         nargs="+",
@@ -61,6 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.data_root:
         raise ConfigError("reproduce needs the data folder: pass --data-root DIR or set TIMM_USCL_DATA")
+    if args.jobs > 1:
+        return _spawn(args)
     precision = resolve_precision(args.precision, torch.device(args.device)).name  # one precision for every stage
     plan = Plan(
         data_root=str(os.path.abspath(args.data_root)),
@@ -70,6 +80,27 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         online_every=args.online_every,
     )
-    run_reproduction(args.root, dataclasses.replace(plan), stages=tuple(args.stages) if args.stages else None)
+    stages = tuple(args.stages) if args.stages else None
+    run_reproduction(args.root, dataclasses.replace(plan), stages=stages, threads=args.threads)
     print("\n".join(status_lines(args.root)))
     return 0
+
+
+def _spawn(args: argparse.Namespace) -> int:
+    """``--jobs N``: N copies of this command with ``--jobs 1``, each pinned to its share of the cores."""
+    import subprocess
+    import sys
+
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // args.jobs)
+    threads = args.threads or share
+    base = [sys.executable, "-m", "timm_uscl.cli", "reproduce", "run", "--root", args.root]
+    base += ["--data-root", args.data_root, "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
+    base += ["--precision", args.precision, "--device", args.device, "--online-every", str(args.online_every)]
+    base += ["--threads", str(threads), "--jobs", "1", *(["--stages", *args.stages] if args.stages else [])]
+    workers = []
+    for i in range(args.jobs):
+        mine = set(cores[(i * share) % len(cores) :][:share]) or set(cores)
+        workers.append(subprocess.Popen(base, preexec_fn=lambda mine=mine: os.sched_setaffinity(0, mine)))
+    codes = [w.wait() for w in workers]
+    return max(codes)
