@@ -136,7 +136,7 @@ def conv_peak(device: torch.device, bf16: bool, seconds: float = 2.0) -> float:
     best = 0.0
     for n, c, hw in ((64, 256, 16), (32, 128, 32), (16, 512, 8)):
         x = torch.randn(n, c, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
-        conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, memory_format=torch.channels_last)
+        conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
         flops = 2.0 * n * c * c * 9 * hw * hw
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             conv(x)

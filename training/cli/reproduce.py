@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 from ..config import PRECISIONS
 
@@ -98,9 +99,12 @@ def _spawn(args: argparse.Namespace) -> int:
     base += ["--data-root", args.data_root, "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     base += ["--precision", args.precision, "--device", args.device, "--online-every", str(args.online_every)]
     base += ["--threads", str(threads), "--jobs", "1", *(["--stages", *args.stages] if args.stages else [])]
+    def pinned(mine: set[int]) -> Callable[[], None]:
+        return lambda: os.sched_setaffinity(0, mine)
+
     workers = []
     for i in range(args.jobs):
         mine = set(cores[(i * share) % len(cores) :][:share]) or set(cores)
-        workers.append(subprocess.Popen(base, preexec_fn=lambda mine=mine: os.sched_setaffinity(0, mine)))
+        workers.append(subprocess.Popen(base, preexec_fn=pinned(mine)))
     codes = [w.wait() for w in workers]
     return max(codes)
