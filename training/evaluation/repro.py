@@ -19,10 +19,10 @@ import yaml
 from timm_uscl.cards import percent
 
 from ..config import flat_config
+from .config import METHODS
 
 __all__ = ["COLUMNS", "REFERENCE_COLUMNS", "comparison_table", "plot_folds"]
 
-METHODS = {"meta_uscl": "Meta-USCL", "uscl": "USCL", "simclr": "SimCLR", "random": "random init"}
 # (header, task, protocol, level or None, metric)
 COLUMNS = (
     ("POCUS video acc, fine-tune", "pocus", "finetune", "video", "accuracy"),
