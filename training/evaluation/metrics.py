@@ -29,6 +29,8 @@ __all__ = [
     "results_to_markdown",
     "card_results",
     "strict_json",
+    "run_seeds",
+    "run_epochs",
 ]
 
 
@@ -169,12 +171,12 @@ def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return cls_rows, seg_rows
 
 
-def _seeds(cfg: Mapping[str, Any]) -> str:
+def run_seeds(cfg: Mapping[str, Any]) -> str:
     seeds = cfg.get("run_seeds", [cfg["seed"]])  # results written before seeds were repeated: one seed
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds}"
 
 
-def _epochs(results: Mapping[str, Any]) -> str:
+def run_epochs(results: Mapping[str, Any]) -> str:
     """``30 epochs``, or per task when a budget gives tasks their own (``pocus 30, busi 8 epochs``)."""
     per_task = {t: r.get("epochs", results["config"]["epochs"]) for t, r in results["tasks"].items()}
     if len(set(per_task.values())) <= 1:
@@ -189,8 +191,8 @@ def results_to_markdown(results: Mapping[str, Any]) -> str:
     cfg = results["config"]
     lines = [
         f"Model `{results['model']}` (arch `{results['arch']}`), {cfg['image_size']}² px, "
-        f"{cfg['frames_per_video']} frames/video, {_epochs(results)}, epoch chosen by `{cfg['select']}`, "
-        f"{_seeds(cfg)}; mean ± std over folds {cfg['folds']}"
+        f"{cfg['frames_per_video']} frames/video, {run_epochs(results)}, epoch chosen by `{cfg['select']}`, "
+        f"{run_seeds(cfg)}; mean ± std over folds {cfg['folds']}"
         + (" × seeds (fine-tunes)." if len(cfg.get("run_seeds", [])) > 1 else "."),
         "",
     ]
