@@ -120,17 +120,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         + "; ".join(f"{name}: {b.description}" for name, b in BUDGETS.items()),
     )
     # None: the budget's value, else EvalConfig's (a budget refuses a setting it fixes)
-    p.add_argument("--image-size", type=int, help=f"default {_DEFAULTS['image_size']}")
+    p.add_argument(
+        "--image-size", type=int, help=f"image side in px (none: the budget's, else {_DEFAULTS['image_size']})"
+    )
     p.add_argument(
         "--frames-per-video",
         type=int,
-        help=f"evenly spaced frames sampled per video (default {_DEFAULTS['frames_per_video']})",
+        help=f"evenly spaced frames sampled per video (none: the budget's, else {_DEFAULTS['frames_per_video']})",
     )
-    p.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default {_DEFAULTS['epochs']})")
+    p.add_argument("--epochs", type=int, help=f"fine-tuning epochs (none: the budget's, else {_DEFAULTS['epochs']})")
     p.add_argument(
         "--seeds",
         type=int,
-        help=f"repeat every fine-tune with seeds SEED, SEED+1, ... (default {_DEFAULTS['seeds']}; a budget's own)",
+        help=f"repeat every fine-tune with seeds SEED, SEED+1, ... (none: the budget's, else {_DEFAULTS['seeds']})",
     )
     p.add_argument("--batch-size", type=int, help="default: 128 (last-block fine-tune), 32 (whole network)")
     p.add_argument("--lr", type=float, help="default: 0.01 (last-block fine-tune), 3e-4 (whole network)")

@@ -84,3 +84,19 @@ def test_evaluation_for_the_reproduction_writes_strict_json_and_markdown(synthet
     assert "seeds [0, 1]" in out.with_suffix(".md").read_text()
     with pytest.raises(EvaluationError, match="folder does not exist"):
         evaluate_for_reproduction("resnet18_uscl", tmp_path / "missing" / "e.json", budget="smoke", random_init=True)
+
+
+def test_every_json_the_evaluate_command_writes_is_strict_when_a_fold_has_no_empty_mask(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Two items per fold are a benign and a malignant image (round-robin over labels): no normal, empty mask,
+    so "empty masks kept empty" is undefined in every fold; it used to be written as NaN."""
+    argv = ["evaluate", "resnet18_uscl", "--random-init", "--data-root", str(synthetic_root), "--tasks", "busi_seg"]
+    argv += ["--folds", "0", "1", "--image-size", "32", "--epochs", "1", "--max-items", "2", "--no-progress"]
+    assert cli([*argv, "--out", str(tmp_path / "eval.json"), "--markdown", str(tmp_path / "eval.md")]) == 0
+    written = sorted(tmp_path.glob("*.json"))
+    assert written == [tmp_path / "eval.json"]
+    results = _strict(written[0].read_text())
+    pres = results["tasks"]["busi_seg"]["protocols"]["finetune"]
+    assert all(run["metrics"]["empty_correct"] is None for run in pres["folds"])
+    assert pres["summary"]["metrics"]["empty_correct"]["mean"] is None
