@@ -1,7 +1,7 @@
 """The ``timm-uscl`` command line. Thin: parse, call a library function, print.
 
 Plugin commands (list, export, convert, install, push, pull) need only the core install; the trainer's
-commands (pretrain, evaluate, publish-dataset) need the ``train`` extra and say so when it is missing.
+commands (pretrain, evaluate, compare, publish-dataset) need the ``train`` extra and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .uscl import install
 from .weights import WeightsEntry, list_weights
 
 # the trainer's subcommands: import-light modules (argparse only) that load the trainer in their handlers
-_TRAINING_COMMANDS = ("pretrain", "evaluate", "publish", "reproduce")
+_TRAINING_COMMANDS = ("pretrain", "evaluate", "compare", "publish", "reproduce")
 
 
 def _status(entry: WeightsEntry) -> str:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 from pathlib import Path
 
 from ..errors import EvaluationError
-from ..evaluation.config import DEFAULT_TASKS, INITS, PROTOCOLS, TASK_KINDS, EvalConfig
+from ..evaluation.config import BUDGETS, DEFAULT_TASKS, INITS, PROTOCOLS, TASK_KINDS, EvalConfig
 
 __all__ = ["register"]
 
@@ -23,7 +22,10 @@ def _check_outputs(*paths: str | None) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from timm_uscl.outdir import write_text_atomic
+
     from ..evaluation import card_results, evaluate, results_to_markdown
+    from ..evaluation.metrics import strict_json
 
     _check_outputs(args.out, args.markdown)
     if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
@@ -42,6 +44,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         task_kind=args.task_kind,
         group_column=args.group_column,
         card_export=args.card,
+        budget=args.budget,
+        seeds=args.seeds,
         image_size=args.image_size,
         frames_per_video=args.frames_per_video,
         epochs=args.epochs,
@@ -56,8 +60,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         init=args.init,
     )
     markdown = results_to_markdown(results)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.out:  # strict JSON (null, never NaN), replaced whole: a killed run leaves no half-written file
+        write_text_atomic(Path(args.out), strict_json(results))
     if args.markdown:
         Path(args.markdown).write_text(markdown)
     if args.card:
@@ -109,14 +113,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", help="timm architecture of a .safetensors checkpoint (e.g. resnet18_uscl)")
     _add_task_arguments(p)
-    p.add_argument("--image-size", type=int, default=_DEFAULTS["image_size"])
+    p.add_argument(
+        "--budget",
+        choices=list(BUDGETS),
+        help="a named budget setting image size, frames, per-task epochs and seeds: "
+        + "; ".join(f"{name}: {b.description}" for name, b in BUDGETS.items()),
+    )
+    # None: the budget's value, else EvalConfig's (a budget refuses a setting it fixes)
+    p.add_argument(
+        "--image-size", type=int, help=f"image side in px (none: the budget's, else {_DEFAULTS['image_size']})"
+    )
     p.add_argument(
         "--frames-per-video",
         type=int,
-        default=_DEFAULTS["frames_per_video"],
-        help="evenly spaced frames sampled per video",
+        help=f"evenly spaced frames sampled per video (none: the budget's, else {_DEFAULTS['frames_per_video']})",
     )
-    p.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"])
+    p.add_argument("--epochs", type=int, help=f"fine-tuning epochs (none: the budget's, else {_DEFAULTS['epochs']})")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help=f"repeat every fine-tune with seeds SEED, SEED+1, ... (none: the budget's, else {_DEFAULTS['seeds']})",
+    )
     p.add_argument("--batch-size", type=int, help="default: 128 (last-block fine-tune), 32 (whole network)")
     p.add_argument("--lr", type=float, help="default: 0.01 (last-block fine-tune), 3e-4 (whole network)")
     p.add_argument(

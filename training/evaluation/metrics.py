@@ -1,10 +1,15 @@
-"""Metrics of the downstream evaluation, their mean ± std over folds, and the markdown table of a result.
+"""Metrics of the downstream evaluation, their mean ± std over folds, the markdown table of a result and its
+strict JSON text.
 
-Kept free of torch so model cards can render a stored results JSON with :func:`results_to_markdown`.
+Kept free of torch so model cards can render a stored results JSON with :func:`results_to_markdown`. An undefined
+metric (Dice over lesion images of a fold without lesions) is None, written ``null``: strict JSON parsers reject
+``NaN``, and a results file is read by other tools than ours.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +28,9 @@ __all__ = [
     "reference_style",
     "results_to_markdown",
     "card_results",
+    "strict_json",
+    "run_seeds",
+    "run_epochs",
 ]
 
 
@@ -75,25 +83,26 @@ def segmentation_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, Any]
         "n": int(len(target)),
         "dice": float(dice.mean()),
         "iou": float(iou.mean()),
-        "dice_lesion": float(dice[lesion].mean()) if lesion.any() else float("nan"),
-        "iou_lesion": float(iou[lesion].mean()) if lesion.any() else float("nan"),
+        "dice_lesion": float(dice[lesion].mean()) if lesion.any() else None,
+        "iou_lesion": float(iou[lesion].mean()) if lesion.any() else None,
         "n_empty": int((~lesion).sum()),
-        "empty_correct": float(empty_pred[~lesion].mean()) if (~lesion).any() else float("nan"),
+        "empty_correct": float(empty_pred[~lesion].mean()) if (~lesion).any() else None,
     }
 
 
 def summarize(per_fold: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and std (ddof=1; 0 for a single fold) over folds of every numeric leaf, NaNs ignored."""
-    first = per_fold[0]
+    """Mean and std (ddof=1; 0 for a single fold) over folds of every numeric leaf; undefined values (None) are
+    left out, and a leaf undefined in every fold has mean None."""
     out: dict[str, Any] = {}
-    for key, value in first.items():
-        if isinstance(value, Mapping):
-            out[key] = summarize([f[key] for f in per_fold])
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            v = np.array([f[key] for f in per_fold], dtype=float)
-            v = v[~np.isnan(v)]
+    keys = dict.fromkeys(k for f in per_fold for k in f)  # a leaf None in the first fold is numeric in another
+    for key in keys:
+        values = [f.get(key) for f in per_fold]
+        if any(isinstance(v, Mapping) for v in values):
+            out[key] = summarize([v for v in values if isinstance(v, Mapping)])
+        elif all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+            v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=float)
             out[key] = {
-                "mean": float(v.mean()) if len(v) else float("nan"),
+                "mean": float(v.mean()) if len(v) else None,
                 "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
             }
     return out
@@ -162,6 +171,19 @@ def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return cls_rows, seg_rows
 
 
+def run_seeds(cfg: Mapping[str, Any]) -> str:
+    seeds = cfg.get("run_seeds", [cfg["seed"]])  # results written before seeds were repeated: one seed
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds}"
+
+
+def run_epochs(results: Mapping[str, Any]) -> str:
+    """``30 epochs``, or per task when a budget gives tasks their own (``pocus 30, busi 8 epochs``)."""
+    per_task = {t: r.get("epochs", results["config"]["epochs"]) for t, r in results["tasks"].items()}
+    if len(set(per_task.values())) <= 1:
+        return f"{next(iter(per_task.values()), results['config']['epochs'])} epochs"
+    return ", ".join(f"{t} {e}" for t, e in per_task.items()) + " epochs"
+
+
 def results_to_markdown(results: Mapping[str, Any]) -> str:
     """Markdown tables (percent, mean ± std over folds) of an :func:`evaluate` result; reused by model cards.
     Two optimistic columns stand beside the project's score, labelled: the test-picked epoch (mean over folds)
@@ -169,8 +191,9 @@ def results_to_markdown(results: Mapping[str, Any]) -> str:
     cfg = results["config"]
     lines = [
         f"Model `{results['model']}` (arch `{results['arch']}`), {cfg['image_size']}² px, "
-        f"{cfg['frames_per_video']} frames/video, {cfg['epochs']} epochs, epoch chosen by `{cfg['select']}`, "
-        f"seed {cfg['seed']}; mean ± std over folds {cfg['folds']}.",
+        f"{cfg['frames_per_video']} frames/video, {run_epochs(results)}, epoch chosen by `{cfg['select']}`, "
+        f"{run_seeds(cfg)}; mean ± std over folds {cfg['folds']}"
+        + (" × seeds (fine-tunes)." if len(cfg.get("run_seeds", [])) > 1 else "."),
         "",
     ]
     cls_rows, seg_rows = _rows(results)
@@ -211,8 +234,10 @@ def card_results(results: Mapping[str, Any]) -> list[EvalResult]:
         items = f", {res['n_items']} items" if "n_items" in res else ""  # a --max-items run says so
         for pres in res["protocols"].values():
             metrics = pres["summary"]["metrics"]
+            seeds = pres.get("seeds") or []
+            runs = f"{len(folds)} folds" + (f" x {len(seeds)} seeds" if len(seeds) > 1 else "")
             protocol = (
-                f"{pres['name']}, {len(folds)} folds, {cfg['image_size']}px, {cfg['epochs']} epochs, "
+                f"{pres['name']}, {runs}, {cfg['image_size']}px, {res.get('epochs', cfg['epochs'])} epochs, "
                 f"epoch by {cfg['select']}{items}"
             )
             if res["kind"] == "segmentation":
@@ -233,3 +258,19 @@ def card_results(results: Mapping[str, Any]) -> list[EvalResult]:
                     )
                 )
     return out
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def strict_json(results: Any, indent: int | None = 1) -> str:
+    """JSON text that every parser accepts: a non-finite float becomes ``null`` (never ``NaN`` or ``Infinity``),
+    the one rule for every file the evaluation writes."""
+    return json.dumps(_finite_or_none(results), indent=indent, allow_nan=False) + "\n"

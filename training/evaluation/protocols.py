@@ -8,14 +8,16 @@
 * :func:`finetune_unet` — a smp U-Net on the backbone's ``features_only`` pyramid, whole network trained.
 
 Both fine-tunes run :func:`.fitting.fit`; each fold reports the epoch chosen without the test fold, and keeps the
-reference's test-picked epoch apart, labelled ``optimistic``.
+reference's test-picked epoch apart, labelled ``optimistic``. Each fold result also keeps the per-item predictions
+of both scorings (``predictions``; the layout is documented in :mod:`.compare`), so that two models evaluated on
+the same folds and seeds can be compared item by item.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from ..errors import EvaluationError
 from .backbone import Backbone, Normalize, TimmModel, last_block
 from .config import EvalConfig
 from .fitting import EpochTrace, fit, fit_split, forward_rows, random_resized_crop
-from .metrics import classification_metrics, segmentation_metrics, video_probs
+from .metrics import classification_metrics, dice_iou, segmentation_metrics, video_probs
 from .tasks import TaskData
 
 __all__ = ["finetune_classifier", "extract_features", "linear_probe", "build_unet", "finetune_unet"]
@@ -41,6 +43,23 @@ def _levels(data: TaskData, rows: np.ndarray, probs: np.ndarray) -> dict[str, An
     return {"frame": classification_metrics(y, probs, classes), "video": classification_metrics(vy, vp, classes)}
 
 
+def _class_predictions(data: TaskData, rows: np.ndarray, probs: np.ndarray, level: str) -> dict[str, Any]:
+    """Per-item predictions at one level: ``video`` (a video's mean softmax, one entry per video), else one entry
+    per row (``frame`` or ``image``); ``item`` indexes the task's ``items``, ``y`` is the true class."""
+    y, items = data.y[rows].numpy(), data.item[rows].numpy()
+    if level == "video":
+        ids = np.unique(items)
+        probs, y = video_probs(probs, items, y)
+        items = ids
+    return {
+        "level": level,
+        "item": items.tolist(),
+        "y": y.tolist(),
+        "pred": probs.argmax(1).tolist(),
+        "prob": np.round(probs, 5).tolist(),
+    }
+
+
 def _fold_result(
     fold: int,
     n_train: int,
@@ -49,12 +68,17 @@ def _fold_result(
     trace: EpochTrace,
     metrics: Callable[[Any], dict],
     score: Callable[[dict], float],
+    predictions: Callable[[Any, str], dict] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
+    """One fold's record: the chosen epoch's metrics, the test-picked (optimistic) epoch's, and with
+    ``predictions(output, scoring)`` the per-item predictions of both scorings (``final``, ``optimistic``)."""
     chosen = metrics(trace.test[trace.chosen])
     per_epoch = [metrics(out) for out in trace.test]
     best = int(np.argmax([score(m) for m in per_epoch]))
-    return {
+    result = {
         "fold": fold,
+        "seed": seed,
         "n_train": n_train,
         "n_val": n_val,
         "n_test": n_test,
@@ -62,12 +86,19 @@ def _fold_result(
         "metrics": chosen,
         "optimistic": {"epoch": best + 1, **per_epoch[best]},
     }
+    if predictions is not None:
+        result["predictions"] = {
+            "final": predictions(trace.test[trace.chosen], "final"),
+            "optimistic": predictions(trace.test[best], "optimistic"),
+        }
+    return result
 
 
 def _fold_seed(cfg: EvalConfig, fold: int) -> tuple[int, torch.Generator, torch.device]:
     """A fold's seed (the global RNG, for its new head's init) and its augmentation generator: a fold's numbers
-    depend on the seed and the fold alone, whatever ran before it."""
-    seed = cfg.seed + fold
+    depend on the run's seed and the fold alone, whatever ran before it. ``1000 * seed + fold`` keeps every
+    (seed, fold) pair's stream distinct (seed 0 draws what it always drew)."""
+    seed = 1000 * cfg.seed + fold
     torch.manual_seed(seed)
     return seed, torch.Generator().manual_seed(seed), torch.device(cfg.device)
 
@@ -112,6 +143,7 @@ def finetune_classifier(
         f"{data.spec.name} finetune fold {fold}",
     )
     level = "frame" if data.spec.kind == "video" else "image"
+    final_level = "video" if data.spec.kind == "video" else "image"
     return _fold_result(
         fold,
         len(fit_rows),
@@ -120,6 +152,8 @@ def finetune_classifier(
         trace,
         lambda p: _levels(data, test, p),
         lambda m: m[level]["accuracy"],
+        lambda p, scoring: _class_predictions(data, test, p, final_level if scoring == "final" else level),
+        seed=cfg.seed,
     )
 
 
@@ -134,7 +168,9 @@ def extract_features(backbone: Backbone, data: TaskData, cfg: EvalConfig) -> np.
 def linear_probe(
     features: np.ndarray, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
 ) -> dict[str, Any]:
-    """Logistic regression (lbfgs, C=1) on standardized frozen features, as USCL's linear_eval. No epochs."""
+    """Logistic regression (lbfgs, C=1) on standardized frozen features, as USCL's linear_eval. No epochs, and
+    no seed: lbfgs on fixed features is deterministic, so the probe runs once per fold (``seed`` None) and its
+    two scorings differ only in level (video, and frames pooled)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -144,7 +180,18 @@ def linear_probe(
     clf.fit(features[train], y[train])
     probs = np.zeros((len(test), len(data.spec.classes)))
     probs[:, clf.classes_] = clf.predict_proba(features[test])  # a class absent from training keeps p = 0
-    return {"fold": fold, "n_train": len(train), "n_test": len(test), "metrics": _levels(data, test, probs)}
+    video = data.spec.kind == "video"
+    return {
+        "fold": fold,
+        "seed": None,
+        "n_train": len(train),
+        "n_test": len(test),
+        "metrics": _levels(data, test, probs),
+        "predictions": {
+            "final": _class_predictions(data, test, probs, "video" if video else "image"),
+            "optimistic": _class_predictions(data, test, probs, "frame" if video else "image"),
+        },
+    }
 
 
 def build_unet(backbone: Backbone) -> nn.Module:
@@ -157,6 +204,11 @@ def build_unet(backbone: Backbone) -> nn.Module:
     if missing:
         raise EvaluationError(f"{backbone.name}: U-Net encoder keys {missing[:3]} are not in the backbone's weights")
     return unet
+
+
+class _SegScores(NamedTuple):
+    metrics: dict[str, Any]
+    dice: np.ndarray  # per test image
 
 
 def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -181,14 +233,18 @@ def finetune_unet(
         logits = model(norm(x))
         return F.binary_cross_entropy_with_logits(logits, m) + _dice_loss(logits, m)
 
-    def scores(rows: np.ndarray) -> dict[str, Any]:
+    def scores(rows: np.ndarray) -> _SegScores:
         logits = forward_rows(model, data.x, rows, norm, device, batch_size=64, label=backbone.name)
-        pred = (logits > 0).numpy()[:, 0]
-        return segmentation_metrics(pred, data.y[rows].numpy()[:, 0] > 0)
+        pred, target = (logits > 0).numpy()[:, 0], data.y[rows].numpy()[:, 0] > 0
+        return _SegScores(segmentation_metrics(pred, target), dice_iou(pred, target)[0])
 
     def val_dice() -> float:
         assert val is not None
-        return scores(val)["dice"]
+        return scores(val).metrics["dice"]
+
+    def predictions(out: _SegScores, scoring: str) -> dict[str, Any]:
+        items = data.item[test].numpy().tolist()
+        return {"level": "image", "item": items, "dice": np.round(out.dice, 6).tolist()}
 
     trace = fit(
         model,
@@ -203,5 +259,13 @@ def finetune_unet(
         f"{data.spec.name} U-Net fold {fold}",
     )
     return _fold_result(
-        fold, len(fit_rows), 0 if val is None else len(val), len(test), trace, lambda m: m, lambda m: m["dice"]
+        fold,
+        len(fit_rows),
+        0 if val is None else len(val),
+        len(test),
+        trace,
+        lambda s: s.metrics,
+        lambda m: m["dice"],
+        predictions,
+        seed=cfg.seed,
     )

@@ -19,10 +19,11 @@ import yaml
 from timm_uscl.cards import percent
 
 from ..config import flat_config
+from .config import METHODS
+from .metrics import run_epochs, run_seeds
 
 __all__ = ["COLUMNS", "REFERENCE_COLUMNS", "comparison_table", "plot_folds"]
 
-METHODS = {"meta_uscl": "Meta-USCL", "uscl": "USCL", "simclr": "SimCLR", "random": "random init"}
 # (header, task, protocol, level or None, metric)
 COLUMNS = (
     ("POCUS video acc, fine-tune", "pocus", "finetune", "video", "accuracy"),
@@ -116,16 +117,16 @@ def comparison_table(folder: str | Path) -> str:
         cfg = results["config"]
         setting = (
             f"{len(cfg['folds'])} folds, {cfg['image_size']}px, {cfg['frames_per_video']} frames/video, "
-            f"{cfg['epochs']} epochs, epoch chosen by `{cfg['select']}`, seed {cfg['seed']}"
+            f"{run_epochs(results)}, epoch chosen by `{cfg['select']}`, {run_seeds(cfg)}"
         )
         cells = [_cell(results, *c[1:]) for c in COLUMNS] + [
             _reference_cell(results, *c[1:]) for c in REFERENCE_COLUMNS
         ]
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {_budget(folder / method)} |")
     return "\n".join(rows) + (
-        f"\n\nEvaluation: {setting}; percent, mean ± std over folds. ² reference-style: each fold's best epoch "
-        "picked on its test fold, frame level, all folds' test frames pooled (one number): optimistic, only to "
-        "compare with published figures.\n"
+        f"\n\nEvaluation: {setting}; percent, mean ± std over folds (× seeds for fine-tunes). ² reference-style: "
+        "each fold's best epoch picked on its test fold, frame level, all folds' test frames pooled (one number): "
+        "optimistic, only to compare with published figures.\n"
     )
 
 

@@ -4,7 +4,9 @@ your own ``--task-dir``).
 The reference picks each fold's best epoch *on the test fold* and pools all folds' test frames. Here the
 reported epoch is the last one or the best inner-validation epoch (:func:`.fitting.select_epoch` never sees test
 outputs), scored per fold and averaged; the test-picked numbers are kept beside it, labelled ``optimistic`` and
-``reference_style``, only to compare with published figures.
+``reference_style``, only to compare with published figures. Every fine-tune runs once per seed
+(``EvalConfig.seeds``); the results keep every fold x seed run with its per-item predictions, so that
+:mod:`.compare` can pair two models run by run and item by item (the JSON layout is documented there).
 
 Order of work: every task's metadata is checked, then the backbone is loaded, matched against ``card_export``
 and checked for non-finite values, and only then is anything decoded or trained: bad input fails in seconds.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +24,20 @@ import numpy as np
 import torch
 
 from timm_uscl.checksum import sha256_file
+from timm_uscl.outdir import write_text_atomic
 
 from ..errors import EvaluationError
 from ..provenance import environment
 from .backbone import Backbone, check_finite, load_backbone
-from .config import DEFAULT_TASKS, INITS, PROTOCOLS, EvalConfig
+from .config import DEFAULT_TASKS, INITS, PROTOCOLS, REPRO_TASKS, EvalConfig, budget_config
 from .metadata import fold_range
-from .metrics import reference_style, summarize
+from .metrics import reference_style, results_to_markdown, strict_json, summarize
 from .protocols import extract_features, finetune_classifier, finetune_unet, linear_probe
 from .task_cache import load_task_cached
 from .task_dir import task_from_dir
 from .tasks import TASKS, Item, TaskData, TaskSpec, fold_split, load_items, resolve_data_root, subsample
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "evaluate_for_reproduction"]
 
 Source = tuple[TaskSpec, Path, list[Item]]  # a task before decoding: spec, the folder holding its files, items
 
@@ -58,16 +61,19 @@ def _protocol_name(spec: TaskSpec, protocol: str) -> str:
 def _run_protocol(
     backbone: Backbone, data: TaskData, protocol: str, splits: dict[int, tuple[np.ndarray, np.ndarray]], cfg: EvalConfig
 ) -> dict[str, Any]:
-    """Every fold of one protocol on one task, with its hyper-parameters, the mean ± std over folds and the
-    reference-style pooled figure."""
+    """Every fold (x every seed, for a fine-tune) of one protocol on one task, with its hyper-parameters, the
+    mean ± std over runs and the reference-style figure pooled over runs. The linear probe is deterministic:
+    one run per fold, ``seeds`` None."""
     spec, folds = data.spec, list(splits)
+    seeds: list[int] | None = None
     if protocol == "linear":
         feats = extract_features(backbone, data, cfg)
         runs = [linear_probe(feats, data, f, *splits[f], cfg) for f in folds]
         hyper: dict[str, Any] = {"classifier": "StandardScaler + LogisticRegression(lbfgs, C=1)"}
     else:
         fn = finetune_unet if spec.kind == "segmentation" else finetune_classifier
-        runs = [fn(backbone, data, f, *splits[f], cfg) for f in folds]
+        seeds = list(cfg.run_seeds)
+        runs = [fn(backbone, data, f, *splits[f], replace(cfg, seed=s)) for s in seeds for f in folds]
         lr, bs = cfg.hyper(spec)
         hyper = {
             "lr": lr,
@@ -80,6 +86,7 @@ def _run_protocol(
     return {
         "name": _protocol_name(spec, protocol),
         "hyper": hyper,
+        "seeds": seeds,
         "folds": runs,
         "summary": summary,
         "reference_style": reference_style(runs, spec.kind, spec.classes),
@@ -90,6 +97,7 @@ def _evaluate_task(
     backbone: Backbone, source: Source, protocols: list[str], folds: Sequence[int], cfg: EvalConfig
 ) -> dict[str, Any]:
     spec, base, items = source
+    cfg = cfg.for_task(spec.name)
     data = load_task_cached(spec, base, items, cfg)
     splits = {f: fold_split(data, f) for f in folds}
     return {
@@ -97,10 +105,20 @@ def _evaluate_task(
         "kind": spec.kind,
         "classes": list(spec.classes),
         "folds": list(folds),
+        "epochs": cfg.epochs,
         "n_items": len(data.items),
         "n_rows": len(data.x),
+        "items": [_item_name(it, base) for it in data.items],
         "protocols": {proto: _run_protocol(backbone, data, proto, splits, cfg) for proto in protocols},
     }
+
+
+def _item_name(item: Item, base: Path) -> str:
+    """An item's file relative to its task folder: how two results files name the same video or image."""
+    try:
+        return item.path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return item.path.as_posix()
 
 
 def _sources(
@@ -154,6 +172,8 @@ def _check_request(tasks: Sequence[str], protocols: Sequence[str], cfg: EvalConf
         raise EvaluationError(f"select must be 'final' or 'val', got {cfg.select!r}")
     if cfg.init not in INITS:
         raise EvaluationError(f"init must be one of {list(INITS)}, got {cfg.init!r}")
+    if cfg.seeds < 1:
+        raise EvaluationError(f"--seeds {cfg.seeds}: give at least 1 (the number of fine-tunes per fold)")
 
 
 def evaluate(
@@ -169,6 +189,7 @@ def evaluate(
     task_kind: str | None = None,
     group_column: str | None = None,
     card_export: str | Path | None = None,
+    budget: str | None = None,
     **config: Any,
 ) -> dict[str, Any]:
     """Evaluate a backbone on downstream tasks; returns JSON-ready results (see :func:`results_to_markdown`).
@@ -176,10 +197,12 @@ def evaluate(
     ``tasks`` are built-in task names (default: :data:`DEFAULT_TASKS`, or none when ``task_dir`` is given);
     ``task_dir`` adds your own folder (:mod:`.task_dir`). ``folds`` are the test folds (default: each task's
     folds); each trains on all the other folds. ``card_export``: refuse unless the evaluated weights file is
-    that export's ``model.safetensors``. ``config`` holds :class:`EvalConfig` fields (image_size,
-    frames_per_video, epochs, batch_size, lr, select, max_items, device, seed, task_cache, init, ...).
+    that export's ``model.safetensors``. ``budget``: a named budget (:data:`.config.BUDGETS`) that sets image
+    size, frames, per-task epochs and the default number of seeds. ``config`` holds :class:`EvalConfig` fields
+    (image_size, frames_per_video, epochs, seeds, batch_size, lr, select, max_items, device, seed, task_cache,
+    init, ...); None means the default.
     """
-    cfg = EvalConfig(**config)
+    cfg = budget_config(budget, **config)
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
     tasks = list(tasks) if tasks is not None else ([] if task_dir is not None else list(DEFAULT_TASKS))
     _check_request(tasks, protocols, cfg)
@@ -201,7 +224,13 @@ def evaluate(
         "weights_sha256": backbone.weights_sha256,
         "mean": list(backbone.mean),
         "std": list(backbone.std),
-        "config": {**asdict(cfg), "folds": list(folds) if folds is not None else used_folds, "tasks": tasks},
+        "config": {
+            **asdict(cfg),
+            "task_epochs": dict(cfg.task_epochs),
+            "run_seeds": list(cfg.run_seeds),
+            "folds": list(folds) if folds is not None else used_folds,
+            "tasks": tasks,
+        },
         "tasks": {},
         "runtime_s": {},
         "environment": environment(cfg.device),
@@ -216,4 +245,49 @@ def evaluate(
             results["runtime_s"][name] = round(time.perf_counter() - start, 2)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_flags
+    return results
+
+
+def evaluate_for_reproduction(
+    model: str,
+    out_json: str | Path,
+    *,
+    budget: str = "repro64",
+    seeds: int | None = None,
+    data_root: str | Path | None = None,
+    random_init: bool = False,
+    init: str = "torchvision",
+    device: str = "cpu",
+    task_cache: str | Path | None = None,
+    card_export: str | Path | None = None,
+    max_items: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One row of the reproduction table: ``model`` on :data:`.config.REPRO_TASKS`, both protocols, every fold,
+    under ``budget`` (seeds: the budget's unless given), written to ``out_json`` as strict JSON and beside it as
+    markdown (``.md``). Both files are replaced atomically once everything ran: an interrupted evaluation leaves
+    no results file, so a stage runner can take "``out_json`` exists" as "done". ``random_init``: the baseline
+    row (``model`` is then an architecture, e.g. ``resnet18_uscl``); ``max_items`` per fold and ``budget="smoke"``
+    make a pipeline check. The same as ``timm-uscl evaluate MODEL --tasks pocus busi busi_seg --budget repro64
+    --no-progress --out OUT.json`` (which writes the markdown only with ``--markdown``)."""
+    out = Path(out_json).expanduser()
+    if not out.parent.is_dir():
+        raise EvaluationError(f"{out}: its folder does not exist; create it first")
+    results = evaluate(
+        model,
+        tasks=list(REPRO_TASKS),
+        data_root=data_root,
+        protocol=PROTOCOLS,
+        pretrained=not random_init,
+        card_export=card_export,
+        budget=budget,
+        seeds=seeds,
+        init=init,
+        device=device,
+        task_cache=None if task_cache is None else str(task_cache),
+        max_items=max_items,
+        progress=progress,
+    )
+    write_text_atomic(out.with_suffix(".md"), results_to_markdown(results))
+    write_text_atomic(out, strict_json(results))
     return results
