@@ -90,7 +90,11 @@ class Plan:
     device: str = "cpu"
     online_eval: str | None = "pocus"
     online_every: int = 25
-    eval_budget: str = "reproduction"
+    eval_budget: str = "repro64"  # a named evaluation budget (timm_uscl.training.evaluation.config.BUDGETS)
+
+    def settings(self, kind: str) -> dict[str, Any]:
+        """The plan's fields that decide what a stage of ``kind`` computes (what must match to continue it)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in PLAN_FIELDS[kind]}
 
     def pretrain_overrides(self, method: str, out_dir: Path) -> dict[str, Any]:
         overrides: dict[str, Any] = {
@@ -106,6 +110,15 @@ class Plan:
                 online_eval=self.online_eval, online_every=self.online_every, online_data_root=self.data_root
             )
         return overrides
+
+
+PLAN_FIELDS = {
+    "pretrain": {"data_root", "pretrain_data", "epochs", "image_size", "precision", "device", "online_eval"}
+    | {"online_every"},
+    "evaluate": {"data_root", "image_size", "precision", "device", "eval_budget"},
+    "table": {"eval_budget"},
+}
+"""Which plan fields each kind of stage depends on: a stage is refused only when one of ITS fields changed."""
 
 
 @dataclass
@@ -160,11 +173,14 @@ class Root:
             raise ReproduceError(f"{path}: cannot be written ({err.strerror or err})") from None
 
     def check_plan(self, plan: Plan) -> None:
-        """The first call writes plan.json; later calls must ask for the same plan."""
-        path = self.path / "plan.json"
-        wanted = dataclasses.asdict(plan)
-        if path.is_file():
-            saved = json.loads(path.read_text())
+        """Refuse a plan that changes what a started or finished stage computed (its kind's :data:`PLAN_FIELDS`);
+        ``plan.json`` then records the plan of the latest call."""
+        for stage in STAGES:
+            record = self.read(stage)
+            if record.status == "left":
+                continue
+            saved = {k: v for k, v in record.settings.items() if k in PLAN_FIELDS[stage.kind]}
+            wanted = plan.settings(stage.kind)
             if saved != wanted:
                 diffs = "; ".join(
                     f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}"
@@ -172,11 +188,10 @@ class Root:
                     if saved.get(k) != wanted.get(k)
                 )
                 raise ReproduceError(
-                    f"{path}: this root holds a table made with other settings ({diffs}); run with the same settings "
-                    f"or pick another --root"
+                    f"{self.record_path(stage)}: {stage.name} was {record.status} with other settings ({diffs}); run "
+                    f"with the same settings or pick another --root"
                 )
-            return
-        self._atomic(path, json.dumps(wanted, indent=2))
+        self._atomic(self.path / "plan.json", json.dumps(dataclasses.asdict(plan), indent=2))
 
     @contextmanager
     def stage_lock(self, stage: Stage) -> Iterator[bool]:
@@ -370,51 +385,58 @@ def _pretrain_stage(call: StageCall) -> dict[str, Any]:
 
 
 def _evaluate_stage(call: StageCall) -> dict[str, Any]:
-    from timm_uscl.cli import main as cli_main
+    """``evaluate_for_reproduction`` of one method's export (or of random init) under the plan's budget; its
+    finished units (task, protocol, fold, seed) are kept in the stage folder, so a killed evaluation continues."""
+    import torch
+
+    from .evaluation.run import evaluate_for_reproduction
 
     stage, plan, folder = call.stage, call.plan, call.folder
+    if call.threads:
+        torch.set_num_threads(call.threads)
     root = folder.parent
-    if stage.method == "random":
-        model = ["resnet18_uscl", "--random-init", "--init", "torchvision"]
-    else:
-        export = root / f"pretrain_{stage.method}" / "export"
-        model = [f"local-dir:{export}", "--card", str(export)]
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "eval.json"
-    args = [
-        *model,
-        "--tasks", "pocus", "busi", "busi_seg",
-        "--image-size", str(plan.image_size),
-        "--epochs", "5",
-        "--frames-per-video", "4",
-        "--device", plan.device,
-        "--data-root", plan.data_root,
-        "--no-progress",
-        "--out", str(out),
-        "--markdown", str(folder / "eval.md"),
-    ]  # fmt: skip
-    if out.exists():
-        out.unlink()  # an interrupted evaluation starts over (it writes its JSON only at the end)
-    code = cli_main(["evaluate", *args])
-    if code != 0:
-        raise ReproduceError(f"{stage.name}: the evaluation failed (exit code {code}); see the log above")
+    if stage.method == "random":
+        model, card = "resnet18_uscl", None
+    else:
+        export = root / f"pretrain_{stage.method}" / "export"
+        model, card = f"local-dir:{export}", export
+    evaluate_for_reproduction(
+        model,
+        out,
+        budget=plan.eval_budget,
+        data_root=plan.data_root,
+        random_init=stage.method == "random",
+        init="torchvision",
+        device=plan.device,
+        precision=plan.precision,
+        task_cache=root / "task_cache",
+        work_dir=folder / "units",
+        card_export=card,
+    )
     return {"eval_json": str(out)}
 
 
 def _table_stage(call: StageCall) -> dict[str, Any]:
-    from .evaluation.repro import comparison_table
+    """The paired comparison (every method minus random init, Meta-USCL minus USCL and SimCLR; both scorings) of
+    the four evaluations, refused by ``compare`` if they cannot be paired; written as table.md."""
+    from timm_uscl.outdir import write_text_atomic
+
+    from .evaluation.compare import compare, comparison_markdown, load_method
 
     folder = call.folder
     root = folder.parent
     folder.mkdir(parents=True, exist_ok=True)
     commits = {s.kind: Root(root).read(s).commit for s in STAGES if s.kind in ("pretrain", "evaluate")}
-    for s in STAGES:  # the table reads eval_<method>.json files from one folder
-        if s.kind == "evaluate":
-            (folder / f"eval_{s.method}.json").write_bytes((root / s.name / "eval.json").read_bytes())
-    table = comparison_table(folder)
-    header = f"Pretraining commit {commits.get('pretrain')}, evaluation commit {commits.get('evaluate')}.\n\n"
-    (folder / "table.md").write_text(header + table)
-    print(header + table)
+    methods = [load_method(root / s.name / "eval.json", s.method) for s in STAGES if s.kind == "evaluate"]
+    comparison = compare(methods, baseline="random")
+    header = (
+        f"Pretraining commit {commits.get('pretrain')}, evaluation commit {commits.get('evaluate')}; plan "
+        f"{json.dumps(dataclasses.asdict(call.plan))}.\n\n"
+    )
+    write_text_atomic(folder / "table.md", header + comparison_markdown(comparison))
+    print(header + comparison_markdown(comparison))
     return {"table": str(folder / "table.md")}
 
 

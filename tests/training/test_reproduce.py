@@ -81,6 +81,16 @@ def test_other_settings_in_the_same_root_are_refused_with_the_differences(tmp_pa
         run_reproduction(tmp_path / "root", _plan(tmp_path, epochs=20), runners=_runners([]), commit=COMMIT)
 
 
+def test_a_setting_only_later_stages_use_may_change_before_they_start(tmp_path):
+    root = tmp_path / "root"
+    run_reproduction(root, _plan(tmp_path), runners=_runners([]), commit=COMMIT, stages=("pretrain",))
+    calls: list[tuple[str, bool]] = []
+    run_reproduction(root, _plan(tmp_path, eval_budget="cpu64"), runners=_runners(calls), commit=COMMIT)
+    assert [name for name, _ in calls][0] == "evaluate_random"  # the pretraining is kept, the evaluations run
+    with pytest.raises(ReproduceError, match=r"evaluate_random was done with other settings \(eval_budget"):
+        run_reproduction(root, _plan(tmp_path, eval_budget="repro64"), runners=_runners([]), commit=COMMIT)
+
+
 def test_status_of_an_empty_root_says_how_to_start(tmp_path):
     assert "no reproduction here yet" in status_lines(tmp_path / "nothing")[0]
 

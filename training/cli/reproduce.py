@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from ..config import PRECISIONS
+from ..evaluation.config import BUDGETS
 
 ROOT_ENV = "TIMM_USCL_REPRO"
 
@@ -36,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--eval-budget",
+        choices=sorted(BUDGETS),
+        default="repro64",
+        help="evaluation budget of every row (repro64: the reference's POCUS protocol at 64 px)",
+    )
     p.add_argument("--online-every", type=int, default=25, help="epochs between online kNN / linear probes (POCUS)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: the cores divided among --jobs)")
     p.add_argument(
@@ -80,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         precision=precision,
         device=args.device,
         online_every=args.online_every,
+        eval_budget=args.eval_budget,
     )
     stages = tuple(args.stages) if args.stages else None
     run_reproduction(args.root, dataclasses.replace(plan), stages=stages, threads=args.threads)
@@ -98,7 +106,9 @@ def _spawn(args: argparse.Namespace) -> int:
     base = [sys.executable, "-m", "timm_uscl.cli", "reproduce", "run", "--root", args.root]
     base += ["--data-root", args.data_root, "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     base += ["--precision", args.precision, "--device", args.device, "--online-every", str(args.online_every)]
+    base += ["--eval-budget", args.eval_budget]
     base += ["--threads", str(threads), "--jobs", "1", *(["--stages", *args.stages] if args.stages else [])]
+
     def pinned(mine: set[int]) -> Callable[[], None]:
         return lambda: os.sched_setaffinity(0, mine)
 
