@@ -135,6 +135,22 @@ def test_check_export_refuses_weights_that_do_not_fit_the_named_architecture(exp
         check_export(export_dir)
 
 
+def test_an_export_whose_weights_declare_4_tib_is_refused_from_its_header(export_dir, capsys):
+    """N2: install, push --dry-run, --card and evaluate read the header only, the size bounded first."""
+    from safetensors.torch import load_file
+
+    from timm_uscl.cli import main as cli
+    from weightfiles import sparse_bomb
+
+    weights = export_dir / "model.safetensors"
+    sparse_bomb(weights, [1 << 20, 1 << 20], load_file(weights))
+    with pytest.raises(CheckpointFormatError, match=r"model\.safetensors: .* more than resnet18 weights can hold"):
+        check_export(export_dir)
+    assert cli(["push", str(export_dir), "--repo-id", "someone/x", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than resnet18" in err
+
+
 def test_check_export_returns_the_parsed_config(export_dir):
     config = check_export(export_dir)
     assert config["architecture"] == "resnet18" and config["timm_uscl"]["name"] == OWN

@@ -34,6 +34,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 import timm_uscl  # noqa: F401  (registers the plugin's architectures for ContrastiveModel)
+from timm_uscl.errors import CheckpointFormatError
 
 from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
@@ -268,7 +269,10 @@ def resume_run(run: RunState) -> None:
     if not run.ckpt_path.exists():
         return
     state = load_training_state(run.ckpt_path)
-    run.resumed_with = check_resume_config(state["config"], dataclasses.asdict(run.config), run.ckpt_path)
+    try:
+        run.resumed_with = check_resume_config(state["config"], dataclasses.asdict(run.config), run.ckpt_path)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a foreign or hand-edited config (L4)
+        raise _foreign(run, err) from None
     if run.resumed_with and run.rank == 0:
         log.warning("resuming %s with %s (recorded in summary.json)", run.ckpt_path, "; ".join(run.resumed_with))
     if len(state["data"]) != run.world:
@@ -276,18 +280,45 @@ def resume_run(run: RunState) -> None:
             f"{run.ckpt_path} was written by {len(state['data'])} process(es), this run has {run.world}: "
             f"resume with the same --nproc-per-node, or start a new --out folder"
         )
-    run.core.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if run.cmw is not None and run.cmw_opt is not None:
-        run.cmw.load_state_dict(state["cmw"])
-        run.cmw_opt.load_state_dict(state["cmw_optimizer"])
-    run.data.load_state_dict(state["data"][run.rank])
-    restore_rng_state(state["rng"][run.rank])
+    _check_finite_state(run, state)
+    try:
+        run.core.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.cmw is not None and run.cmw_opt is not None:
+            run.cmw.load_state_dict(state["cmw"])
+            run.cmw_opt.load_state_dict(state["cmw_optimizer"])
+        run.data.load_state_dict(state["data"][run.rank])
+        restore_rng_state(state["rng"][run.rank])
+    except USCLError:
+        raise
+    except (RuntimeError, TypeError, ValueError, KeyError, IndexError, AttributeError) as err:  # L4
+        raise _foreign(run, err) from None
     run.epoch, run.step = state["epoch"], state["step"]
     _trim_metrics(run)
     if run.rank == 0:
         log.info("resumed from %s at epoch %d, step %d", run.ckpt_path, run.epoch, run.step)
+
+
+def _foreign(run: RunState, err: BaseException) -> CheckpointFormatError:
+    """A last.pt whose parts do not fit this run (a partial or foreign model state, hand-edited values), one line."""
+    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    return CheckpointFormatError(
+        f"{run.ckpt_path}: not a checkpoint of this run ({reason}); resume only from the last.pt this run wrote, "
+        f"or start again with --overwrite (or a new --out)"
+    )
+
+
+def _check_finite_state(run: RunState, state: dict[str, Any]) -> None:
+    """Refuse a last.pt holding non-finite weights: this code never writes one, so it was altered (or written by
+    an older version); resuming it would diverge and then call it "the last good checkpoint" (L12)."""
+    for owner in ("model", "cmw"):
+        for key, tensor in (state[owner] or {}).items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise CheckpointFormatError(
+                    f"{run.ckpt_path}: holds non-finite weights ({owner} tensor {key}), so it cannot be resumed; "
+                    f"start again with --overwrite (or a new --out)"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoint
