@@ -252,6 +252,13 @@ def _merge(old: tuple[EvalResult, ...], new: tuple[EvalResult, ...]) -> tuple[Ev
     return tuple(r for r in old if (r.task, r.dataset, r.metric, r.protocol) not in keys) + new
 
 
+def record_card(config: Mapping[str, Any], label: str) -> str:
+    """The README.md an export's (checked) config.json record renders: what install writes and push uploads, in
+    place of the folder's README.md, so a hand-edited card row never travels (N4)."""
+    entry = entry_from_record(config, label)
+    return render_model_card(entry, arch=config["architecture"], sha256=config[RECORD_KEY]["sha256"])
+
+
 def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult], measured_sha256: str | None) -> Path:
     """Record measured results in an export (config.json's record) and re-render its README.md from that record.
 
