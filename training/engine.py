@@ -41,6 +41,7 @@ from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state,
 from .config import TrainConfig, data_config, save_config
 from .data import PairBatch
 from .data.module import PairDataModule
+from .data.store import corpus_digest
 from .data.store_module import StoreDataModule, data_module
 from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
@@ -104,6 +105,7 @@ class RunState:
     nonfinite: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.bool))
     meta_batches: Iterator[PairBatch] | None = None
     resumed_with: list[str] = field(default_factory=list)  # recorded config changes at resume (e.g. more epochs)
+    data_digest: str | None = None  # the clips trained on (data.store.corpus_digest), kept in last.pt (N7)
     online: OnlineEvaluator | None = None  # rank 0's online evaluation (frozen-feature probes), when configured
     online_scores: dict[str, float] = field(default_factory=dict)  # its latest scores, shown on the progress bar
     graphs: StepGraphs | None = None  # the steps as CUDA graphs (config.graphs), None: eager
@@ -300,6 +302,24 @@ def resume_run(run: RunState) -> None:
         log.info("resumed from %s at epoch %d, step %d", run.ckpt_path, run.epoch, run.step)
 
 
+def _check_resume_data(config: TrainConfig, digest: str | None) -> None:
+    """Refuse to resume on other clips than the checkpoint's run trained on (videos deleted, added or changed under
+    the same path): it continued with rc 0 and a summary of the second attempt's data only (N7)."""
+    path = Path(config.out_dir) / CHECKPOINT_NAME
+    if digest is None or not path.is_file():
+        return
+    try:  # mapped, not read: only one string is needed here
+        recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("data_digest")
+    except Exception:  # noqa: BLE001 - resume_run names what is wrong with the file
+        return
+    if isinstance(recorded, str) and recorded != digest:
+        raise RunFolderError(
+            f"{path}: the data changed since this checkpoint ({recorded.split(':')[0]} clips then, "
+            f"{digest.split(':')[0]} now, or other contents, at {config.source}); resume only on the data the run "
+            f"started with (restore it), or start a new --out"
+        )
+
+
 def _foreign(run: RunState, err: BaseException) -> CheckpointFormatError:
     """A last.pt whose parts do not fit this run (a partial or foreign model state, hand-edited values), one line."""
     reason = " ".join(str(err).split())[:160] or type(err).__name__
@@ -364,6 +384,7 @@ def save_run_checkpoint(run: RunState, epoch: int) -> None:
             "epoch": epoch,
             "step": run.step,
             "config": dataclasses.asdict(run.config),
+            "data_digest": run.data_digest,
         },
     )
 
@@ -580,7 +601,11 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
     _init_distributed(device)
     folder = _claim(config, resume, overwrite, dist.rank(), dist.world_size())
     try:
+        digest = corpus_digest(data_config(config))
+        if resume:
+            _check_resume_data(config, digest)  # before the data module: a changed folder fails there otherwise
         run = build_run(config, device, online)
+        run.data_digest = digest
         if resume:
             resume_run(run)
         if run.rank == 0:  # only now: a refused resume leaves the run's config.yaml as it was

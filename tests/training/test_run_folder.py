@@ -258,6 +258,23 @@ def test_a_malformed_foreign_or_non_finite_last_pt_is_one_line_on_resume(
     assert "last good checkpoint" not in msg and "download it again" not in msg
 
 
+@pytest.mark.parametrize("preset", ["uscl", "meta_uscl"])
+def test_resume_after_the_data_changed_under_the_same_path_is_refused_naming_the_cause(clip_folder, tmp_path, preset):
+    """N7: half the videos deleted, then --resume: rc 0 (without meta) or a meta-split error that hid the cause."""
+    import shutil
+
+    data = Path(shutil.copytree(clip_folder, tmp_path / "data"))
+    out = tmp_path / "run"
+    pretrain(_config(data, out, preset, max_steps=1), progress=False)
+    for video in sorted(data.glob("*.mp4"))[: len(list(data.glob("*.mp4"))) // 2]:
+        video.unlink()
+    with pytest.raises(
+        RunFolderError, match=r"last.pt: the data changed since this checkpoint \(\d+ clips then"
+    ) as info:
+        pretrain(_config(data, out, preset, epochs=2), resume=True, progress=False)
+    assert "\n" not in str(info.value) and str(data) in str(info.value)
+
+
 def test_a_full_disk_at_the_first_checkpoint_does_not_claim_a_previous_one(small_disk):
     """L12: "the previous one is kept" was said when no checkpoint existed."""
     disk = small_disk("64k")
