@@ -135,6 +135,64 @@ def test_check_export_refuses_weights_that_do_not_fit_the_named_architecture(exp
         check_export(export_dir)
 
 
+def test_an_export_whose_weights_declare_4_tib_is_refused_from_its_header(export_dir, capsys):
+    """N2: install, push --dry-run, --card and evaluate read the header only, the size bounded first."""
+    from safetensors.torch import load_file
+
+    from timm_uscl.cli import main as cli
+    from weightfiles import sparse_bomb
+
+    weights = export_dir / "model.safetensors"
+    sparse_bomb(weights, [1 << 20, 1 << 20], load_file(weights))
+    with pytest.raises(CheckpointFormatError, match=r"model\.safetensors: .* more than resnet18 weights can hold"):
+        check_export(export_dir)
+    assert cli(["push", str(export_dir), "--repo-id", "someone/x", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than resnet18" in err
+
+
+def _measured(export_dir):
+    update_card(export_dir, card_results(RESULTS), sha256_file(export_dir / "model.safetensors"))
+    return json.loads((export_dir / "config.json").read_text())
+
+
+@pytest.mark.parametrize("edit", ["results for other weights", "a value edited", "a row added"])
+def test_recorded_results_not_bound_to_these_weights_are_refused_by_install_push_and_card(
+    export_dir, edit, tmp_path, monkeypatch, capsys
+):
+    """N4: a record whose results_sha256 names other weights (or whose numbers were edited) installed and pushed."""
+    from timm_uscl.cli import main as cli
+
+    config = _measured(export_dir)
+    block = config["timm_uscl"]
+    if edit == "results for other weights":
+        block["results_sha256"] = "0" * 64
+    elif edit == "a value edited":
+        block["results"][0]["value"] = 0.99
+    else:
+        block["results"].append({**block["results"][0], "task": "busi", "value": 0.999})
+    (export_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointFormatError, match=r"config.json: the timm_uscl block's results were not measured"):
+        check_export(export_dir)
+    monkeypatch.setenv("TIMM_USCL_WEIGHTS", str(tmp_path / "store"))
+    assert cli(["install", str(export_dir)]) == 1
+    assert cli(["push", str(export_dir), "--repo-id", "someone/x", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "were not measured on these weights" in err
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+
+
+def test_install_writes_the_card_its_record_renders_not_the_folders(export_dir, tmp_path, monkeypatch):
+    from timm_uscl.store import add
+
+    _measured(export_dir)
+    rendered = _card(export_dir)
+    (export_dir / "README.md").write_text(rendered.replace("75.0 ± 6.0", "99.9 ± 0.1"))
+    monkeypatch.setenv("TIMM_USCL_WEIGHTS", str(tmp_path / "store"))
+    installed = add(export_dir)
+    assert (installed / "README.md").read_text() == rendered
+
+
 def test_check_export_returns_the_parsed_config(export_dir):
     config = check_export(export_dir)
     assert config["architecture"] == "resnet18" and config["timm_uscl"]["name"] == OWN

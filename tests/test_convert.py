@@ -15,6 +15,10 @@ from torch import nn
 from timm_uscl.cli import main as cli
 from timm_uscl.convert import convert, read_state_dict
 from timm_uscl.errors import CheckpointFormatError
+from timm_uscl.tensors import WeightsBudget
+from weightfiles import sparse_bomb
+
+R18 = WeightsBudget.of("resnet18")
 
 
 class ReferenceModel(nn.Module):
@@ -79,7 +83,7 @@ def test_meta_uscl_checkpoint_converts_to_identical_features(tmp_path, reference
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["pretrained_cfg"]["tag"] == "metauscl_us4_64"
     assert config["pretrained_cfg"]["mean"] == [0.18] * 3
-    head = read_state_dict(tmp_path / "export" / "projection_head.safetensors")
+    head = read_state_dict(tmp_path / "export" / "projection_head.safetensors", R18)
     torch.testing.assert_close(head["l2.weight"], reference.l2.weight)
 
 
@@ -146,11 +150,11 @@ def test_not_a_state_dict_and_unsafe_pickles_are_refused(tmp_path):
     listed = tmp_path / "list.pth"
     torch.save([1, 2, 3], listed)
     with pytest.raises(CheckpointFormatError, match=r"list\.pth: is not a state dict"):
-        read_state_dict(listed)
+        read_state_dict(listed, R18)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": nn.Linear(1, 1)}, unsafe)
     with pytest.raises(CheckpointFormatError, match=r"unsafe\.pth: holds Python objects"):
-        read_state_dict(unsafe)
+        read_state_dict(unsafe, R18)
 
 
 def test_truncated_files_name_the_file(tmp_path, reference):
@@ -161,12 +165,12 @@ def test_truncated_files_name_the_file(tmp_path, reference):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(CheckpointFormatError, match=r"cut\.safetensors: not a readable safetensors file"):
-        read_state_dict(cut)
+        read_state_dict(cut, R18)
     pth = tmp_path / "resnet18_64.pth"
     _meta_uscl_checkpoint(pth, reference)
     (tmp_path / "cut.pth").write_bytes(pth.read_bytes()[:5000])
     with pytest.raises(CheckpointFormatError, match=r"cut\.pth: is not a complete PyTorch checkpoint"):
-        read_state_dict(tmp_path / "cut.pth")
+        read_state_dict(tmp_path / "cut.pth", R18)
 
 
 def test_cli_errors_are_one_line_and_nonzero(tmp_path):
@@ -187,7 +191,7 @@ def test_a_refused_pickle_says_it_holds_python_objects_and_how_to_resave(tmp_pat
     unsafe = tmp_path / "resnet18_64.pth"
     torch.save({"state_dict": reference.state_dict(), "model": reference}, unsafe)
     with pytest.raises(CheckpointFormatError) as err:
-        read_state_dict(unsafe)
+        read_state_dict(unsafe, R18)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{unsafe}:")
     assert "Python objects" in msg and "not loaded" in msg and "ReferenceModel" in msg
@@ -201,7 +205,7 @@ def test_a_truncated_pickle_says_truncated_without_a_cut_sentence(tmp_path, refe
     _meta_uscl_checkpoint(pth, reference)
     (tmp_path / "cut.pth").write_bytes(pth.read_bytes()[:5000])
     with pytest.raises(CheckpointFormatError) as err:
-        read_state_dict(tmp_path / "cut.pth")
+        read_state_dict(tmp_path / "cut.pth", R18)
     msg = str(err.value)
     assert "\n" not in msg and "truncated" in msg and "download it again" in msg
     assert "Python objects" not in msg and msg.rstrip().endswith(".")
@@ -211,12 +215,67 @@ def test_a_pickle_named_safetensors_is_reported_as_a_pickle(tmp_path, reference)
     wrong = tmp_path / "weights.safetensors"
     torch.save(reference.state_dict(), wrong)
     with pytest.raises(CheckpointFormatError, match=r"weights\.safetensors: is a PyTorch pickle.*\.pth") as err:
-        read_state_dict(wrong)
+        read_state_dict(wrong, R18)
     assert "truncated" not in str(err.value)
 
 
 def test_a_directory_is_reported_as_a_directory(tmp_path):
     with pytest.raises(CheckpointFormatError, match=r"is a directory, not a weights file.*model\.safetensors"):
-        read_state_dict(tmp_path)
+        read_state_dict(tmp_path, R18)
     with pytest.raises(CheckpointFormatError, match=r"no such file"):
-        read_state_dict(tmp_path / "missing.pth")
+        read_state_dict(tmp_path / "missing.pth", R18)
+
+
+@pytest.mark.parametrize("declared", [[1 << 20, 1 << 20], [1 << 15, 1 << 15]], ids=["4TiB", "4GiB"])
+def test_a_weights_file_declaring_more_than_the_architecture_holds_is_refused_before_it_is_read(tmp_path, declared):
+    """N2: the 2^40-value declaration gave a raw 'unable to mmap' traceback; 4 GiB peaked at 12 GiB RSS."""
+    import resource
+
+    sd = timm.create_model("resnet18", num_classes=0).state_dict()
+    bomb = tmp_path / "resnet18_64.safetensors"
+    sparse_bomb(bomb, declared, sd)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointFormatError, match=r"resnet18_64\.safetensors: .* MiB, more than resnet18 weights"):
+        read_state_dict(bomb, R18)
+    pth = tmp_path / "big.pth"
+    with open(pth, "wb") as handle:
+        handle.truncate(R18.max_bytes + 1)
+    with pytest.raises(CheckpointFormatError, match=r"big\.pth: .* more than resnet18 weights"):
+        read_state_dict(pth, R18)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was mapped
+    assert cli(["export", str(bomb), "--tag", "resnet18_uscl.metauscl_us4_64", "--out", str(tmp_path / "o")]) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_header_whose_offsets_do_not_match_its_shapes_is_one_line(tmp_path):
+    import struct
+
+    bad = tmp_path / "w.safetensors"
+    header = json.dumps({"conv1.weight": {"dtype": "F32", "shape": [64, 3, 7, 7], "data_offsets": [0, 4]}}).encode()
+    bad.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    with pytest.raises(
+        CheckpointFormatError, match=r"w\.safetensors: not a readable safetensors file .*'conv1.weight'"
+    ):
+        read_state_dict(bad, R18)
+    bad.write_bytes(struct.pack("<Q", 1 << 62) + b"{}")
+    with pytest.raises(CheckpointFormatError, match=r"w\.safetensors: not a safetensors file \(its header length"):
+        read_state_dict(bad, R18)
+
+
+@pytest.mark.parametrize("call", ["os.system", "eval", "a class"])
+def test_every_hostile_pickle_is_named_as_refused_never_download_it_again(tmp_path, call):
+    """L5: a ``__reduce__`` returning ``(os.system, ...)`` was called corrupt, "download it again"."""
+    import os
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, ("echo PWNED",)) if call == "os.system" else (eval, ("1",))
+
+    payload = {"state_dict": {"w": torch.zeros(1)}, "x": Hostile() if call != "a class" else nn.Linear(1, 1)}
+    for new_zip in (True, False):
+        path = tmp_path / f"hostile_{new_zip}.pth"
+        torch.save(payload, path, _use_new_zipfile_serialization=new_zip)
+        with pytest.raises(CheckpointFormatError) as err:
+            read_state_dict(path, R18)
+        msg = str(err.value)
+        assert "arbitrary code" in msg and "refused" in msg and "download it again" not in msg and "\n" not in msg

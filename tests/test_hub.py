@@ -304,3 +304,14 @@ def test_push_creates_a_private_repo_unless_public_is_asked(hub, source, tmp_pat
     assert HfApi().model_info("someone/quiet").private is True
     assert cli(["push", str(export_dir), "--repo-id", "someone/loud", "--public"]) == 0
     assert HfApi().model_info("someone/loud").private is False
+
+
+def test_push_uploads_the_card_its_record_renders_never_a_hand_edited_row(hub, source, tmp_path):
+    """N4: a hand-edited card row ("99.9 ... measured") was uploaded verbatim."""
+    export_dir = timm_uscl.export(source, tmp_path / "export", NAME)
+    rendered = (export_dir / "README.md").read_bytes()
+    card = export_dir / "README.md"
+    card.write_text(card.read_text().replace("_No evaluation results", "| BUSI | accuracy | 99.9 | measured |\n\n_No"))
+    assert cli(["push", str(export_dir), "--repo-id", "someone/edited"]) == 0
+    uploaded = hub.files("someone/edited")["README.md"]
+    assert b"99.9" not in uploaded and uploaded == rendered

@@ -11,15 +11,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .archs import stock_architecture
 from .convert import convert, read_state_dict, to_timm_state_dict
 from .download import pull
 from .errors import HubError, USCLError
 from .export_folder import export
 from .outdir import check_out_dir
 from .store import find_installed
+from .tensors import WeightsBudget
 from .upload import push
 from .uscl import install
-from .weights import WeightsEntry, list_weights
+from .weights import WeightsEntry, get_weights, list_weights
 
 # the trainer's subcommands: import-light modules (argparse only) that load the trainer in their handlers
 _TRAINING_COMMANDS = ("pretrain", "evaluate", "compare", "publish", "reproduce")
@@ -58,7 +60,8 @@ def _announce_overwrite(out: str, overwrite: bool) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    backbone, _, report = to_timm_state_dict(read_state_dict(args.weights), label=args.weights)
+    budget = WeightsBudget.of(stock_architecture(get_weights(args.tag).arch))
+    backbone, _, report = to_timm_state_dict(read_state_dict(args.weights, budget), label=args.weights)
     _announce_overwrite(args.out, args.overwrite)
     out = export(backbone, args.out, args.tag, overwrite=args.overwrite)
     print(f"exported {args.tag} to {out} ({report.summary()})")

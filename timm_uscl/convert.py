@@ -23,9 +23,10 @@ from safetensors.torch import load_file
 from .archs import stock_architecture
 from .errors import CheckpointFormatError
 from .export_folder import export
+from .tensors import WeightsBudget, check_file_size, safetensors_header
 from .weights import WeightsEntry, get_weights
 
-__all__ = ["ConversionReport", "read_state_dict", "to_timm_state_dict", "convert"]
+__all__ = ["ConversionReport", "read_state_dict", "refused_pickle", "to_timm_state_dict", "convert"]
 
 _BACKBONE_PREFIXES = {
     "features.0.": "conv1.",
@@ -58,14 +59,14 @@ class ConversionReport:
 
 
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch's zip container, a raw pickle (protocol >= 2)
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, budget: WeightsBudget) -> dict[str, torch.Tensor]:
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head.startswith(_PICKLE_MAGIC):
@@ -73,23 +74,37 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             f"{path}: is a PyTorch pickle, not a safetensors file, despite its name; rename it to .pth (it is then "
             f"read as a weights-only checkpoint)."
         )
+    safetensors_header(path, budget, "it may be truncated or not weights at all - download or export it again")
     try:
         return load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: a mapping that failed
         raise CheckpointFormatError(
             f"{path}: not a readable safetensors file ({_first_line(err)}); it may be truncated - download it again."
         ) from err
 
 
+def refused_pickle(path: Path | str, err: BaseException) -> CheckpointFormatError | None:
+    """The one-line refusal of a pickle that ``torch.load(weights_only=True)`` would not unpickle because it
+    needs arbitrary Python objects (a class, ``os.system``, ``eval``), else None (the file is damaged instead).
+
+    Why one test for every wording: torch words the refusal per case ("Unsupported global: GLOBAL x", "Trying to
+    load unsupported GLOBAL posix.system ...", "WeightsUnpickler error: ..."), and a hostile file called "corrupt;
+    download it again" sends the user back to the source that served it (L5)."""
+    found = _UNSAFE_GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    if found is None:  # "Unsupported operand": bytes that are no pickle at all
+        return None
+    return CheckpointFormatError(
+        f"{path}: holds Python objects ({found.group(1)}) that are not loaded, for safety (unpickling them can run "
+        f"arbitrary code), so the file was refused. In a Python you trust, re-save the weights as a state dict: "
+        f"torch.save(model.state_dict(), 'weights.pth') or safetensors.torch.save_file(...), then pass that file."
+    )
+
+
 def _unpickle_error(path: Path, err: Exception) -> CheckpointFormatError:
     """torch's refusal, reworded: its own advice (``weights_only=False``) is exactly what must not be done here."""
-    unsafe = _UNSAFE_GLOBAL.search(str(err))
-    if unsafe:
-        return CheckpointFormatError(
-            f"{path}: holds Python objects ({unsafe.group(1)}) that are not loaded, for safety (unpickling them can "
-            f"run arbitrary code). In a Python you trust, re-save the weights as a state dict: "
-            f"torch.save(model.state_dict(), 'weights.pth') or safetensors.torch.save_file(...), then pass that file."
-        )
+    refused = refused_pickle(path, err)
+    if refused is not None:
+        return refused
     if isinstance(err, pickle.UnpicklingError):
         return CheckpointFormatError(
             f"{path}: is not a PyTorch checkpoint (or is truncated or corrupt); download it again, or pass a "
@@ -100,9 +115,12 @@ def _unpickle_error(path: Path, err: Exception) -> CheckpointFormatError:
     )
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, budget: WeightsBudget) -> dict[str, torch.Tensor]:
     """Read a weights file into a flat state dict: a ``.safetensors`` file, or a ``.pth``/``.pt`` pickle
     (``weights_only``) possibly wrapped in ``state_dict``/``model``/``weight`` (the authors' files).
+
+    The file is bounded before anything is allocated: its size against what ``budget.arch`` can need, and a
+    safetensors header entry by entry (:func:`~timm_uscl.tensors.safetensors_header`).
 
     Not for trainer checkpoints (optimizer and RNG state): those are :func:`timm_uscl.training.checkpoint.
     load_training_state`'s."""
@@ -115,7 +133,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointFormatError(f"{path}: no such file.")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+        return _read_safetensors(path, budget)
+    check_file_size(path, budget, "pass the weights of that architecture")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, zip/EOF errors: all mean "cannot read this safely"
@@ -203,7 +222,7 @@ def convert(
         raise CheckpointFormatError(
             f"{path}: --arch {arch} does not match the tag {entry.name} (a {stock_architecture(entry.arch)})."
         )
-    backbone, head, report = to_timm_state_dict(read_state_dict(path), label=str(path))
+    backbone, head, report = to_timm_state_dict(read_state_dict(path, WeightsBudget.of(arch)), label=str(path))
     extra = {"projection_head.safetensors": head} if keep_head and head else None
     try:
         export(backbone, out_dir, entry, extra_files=extra, overwrite=overwrite)

@@ -18,7 +18,6 @@ from typing import Any
 
 import timm
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .archs import pretrained_cfg_for, stock_architecture
@@ -27,7 +26,7 @@ from .checksum import sha256_file
 from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError
 from .outdir import check_out_dir, commit, is_export_file, staging, write_text_atomic
 from .record import RECORD_KEY, entry_from_record, export_record, results_for
-from .tensors import check_dtype_kinds, check_finite
+from .tensors import WeightsBudget, check_dtype_kinds, check_finite, safetensors_header
 from .weights import EvalResult, WeightsEntry, get_weights
 
 __all__ = [
@@ -186,14 +185,6 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _weights_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointFormatError(f"{weights}: not a readable safetensors file ({err}); {_REEXPORT}.") from err
-
-
 def _model_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     """The head and stem config.json records (``model_args``, else the top-level ``num_classes``)."""
     args = config.get("model_args")
@@ -205,12 +196,13 @@ def _model_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_weights_fit(weights: Path, config: Mapping[str, Any]) -> None:
-    """The weights' keys and shapes (read from the header only) against the architecture config.json names."""
+    """The weights' keys and shapes (read from the header only, the file size bounded first: nothing is mapped)
+    against the architecture config.json names."""
     arch = config["architecture"]
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = timm.create_model(arch, **_model_kwargs(config))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    given = _weights_shapes(weights)
+    given = {k: shape for k, (_, shape) in safetensors_header(weights, WeightsBudget.of(model), _REEXPORT).items()}
     missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
     shapes = sorted(k for k in set(expected) & set(given) if expected[k] != given[k])
     if missing or unexpected or shapes:
@@ -258,6 +250,13 @@ def _merge(old: tuple[EvalResult, ...], new: tuple[EvalResult, ...]) -> tuple[Ev
     """New results replace old ones of the same task, dataset, metric and protocol; the others are kept."""
     keys = {(r.task, r.dataset, r.metric, r.protocol) for r in new}
     return tuple(r for r in old if (r.task, r.dataset, r.metric, r.protocol) not in keys) + new
+
+
+def record_card(config: Mapping[str, Any], label: str) -> str:
+    """The README.md an export's (checked) config.json record renders: what install writes and push uploads, in
+    place of the folder's README.md, so a hand-edited card row never travels (N4)."""
+    entry = entry_from_record(config, label)
+    return render_model_card(entry, arch=config["architecture"], sha256=config[RECORD_KEY]["sha256"])
 
 
 def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult], measured_sha256: str | None) -> Path:

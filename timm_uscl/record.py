@@ -13,13 +13,15 @@ model-index metadata mark a number as "not these weights". Those figures stay in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import CheckpointFormatError
 from .weights import EvalResult, WeightsEntry
 
-__all__ = ["RECORD_KEY", "export_record", "entry_from_record", "results_for"]
+__all__ = ["RECORD_KEY", "export_record", "entry_from_record", "results_for", "results_digest"]
 
 RECORD_KEY = "timm_uscl"
 _FORMAT = 2
@@ -35,9 +37,20 @@ def results_for(entry: WeightsEntry, sha256: str) -> tuple[EvalResult, ...]:
     return tuple(r for r in entry.results if r.measured)
 
 
+def results_digest(sha256: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The digest binding recorded results to the weights they were measured on (their sha256).
+
+    Why: ``results_sha256`` alone binds the list, not its numbers: a value edited in config.json (or a row added)
+    would be re-rendered into every card as measured. Not a signature (anyone can recompute it), but no edit
+    passes unnoticed, and every card is rendered from a record that passed this check (N4)."""
+    text = json.dumps({"sha256": sha256, "results": list(rows)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def export_record(entry: WeightsEntry, sha256: str) -> dict[str, Any]:
     """The block for an export of ``entry`` whose model.safetensors has ``sha256``."""
     results = results_for(entry, sha256)
+    rows = [dataclasses.asdict(r) for r in results]
     return {
         "format": _FORMAT,
         "name": entry.name,
@@ -47,8 +60,9 @@ def export_record(entry: WeightsEntry, sha256: str) -> dict[str, Any]:
         "paper_ids": list(entry.paper_ids),
         "datasets": list(entry.datasets),
         "run": [[str(key), str(value)] for key, value in entry.run],
-        "results": [dataclasses.asdict(r) for r in results],
+        "results": rows,
         "results_sha256": sha256 if results else None,
+        "results_digest": results_digest(sha256, rows) if results else None,
     }
 
 
@@ -69,6 +83,20 @@ def _results(block: Mapping[str, Any], label: str) -> tuple[EvalResult, ...]:
         raise _refuse(label, f"the timm_uscl block's results are incomplete ({err})") from err
 
 
+def _check_results_bound(block: Mapping[str, Any], label: str) -> None:
+    """Refuse recorded results not bound to the record's weights (another sha256, or edited after measurement)."""
+    rows, sha = block["results"], block["sha256"]
+    if not rows:
+        return
+    if block.get("results_sha256") != sha or block.get("results_digest") != results_digest(sha, rows):
+        raise CheckpointFormatError(
+            f"{label}: the timm_uscl block's results were not measured on these weights (results_sha256 "
+            f"{block.get('results_sha256')}) or were edited after measurement, so no card may show them; remove them "
+            f"(set results to [] and results_sha256 and results_digest to null) or measure the export itself: "
+            f"`timm-uscl evaluate local-dir:DIR --card DIR`."
+        )
+
+
 def entry_from_record(config: Mapping[str, Any], label: str) -> WeightsEntry:
     """Rebuild the card's facts from an export's config.json (the block plus timm's ``pretrained_cfg``)."""
     block, cfg = config.get(RECORD_KEY), config.get("pretrained_cfg")
@@ -85,6 +113,7 @@ def entry_from_record(config: Mapping[str, Any], label: str) -> WeightsEntry:
         raise _refuse(label, "the timm_uscl block has fields of the wrong type")
     if not all(isinstance(pair, list) and len(pair) == 2 for pair in block["run"]):
         raise _refuse(label, "the timm_uscl block's run facts are not [name, value] pairs")
+    _check_results_bound(block, label)
     repo = block["repo_id"]
     return WeightsEntry(
         arch=block["arch"],

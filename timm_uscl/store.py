@@ -20,7 +20,7 @@ from huggingface_hub import constants as hf_constants
 
 from .checksum import sha256_file
 from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError
-from .export_folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, check_export
+from .export_folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, check_export, record_card
 from .outdir import check_out_dir, commit, staging
 from .record import RECORD_KEY
 from .weights import WEIGHTS, get_weights
@@ -104,9 +104,9 @@ def add(export_dir: str | os.PathLike, name: str | None = None, overwrite: bool 
         )
     out, stale = check_out_dir(store_root() / entry.name, overwrite, owned=(RECORD_NAME,))
     with staging(out) as stage:
-        for file_name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-            if (source / file_name).is_file():
-                shutil.copyfile(source / file_name, stage / file_name)
+        for file_name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copyfile(source / file_name, stage / file_name)
+        (stage / CARD_NAME).write_text(record_card(config, str(source / CONFIG_NAME)))  # never the folder's card
         digest = sha256_file(stage / WEIGHTS_NAME)
         if digest != config[RECORD_KEY]["sha256"]:  # the export changed while it was copied
             raise ChecksumMismatchError(f"{source}: model.safetensors changed during install; install it again.")

@@ -11,13 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .errors import HubError
-from .export_folder import check_export, export_files
+from .export_folder import CARD_NAME, CONFIG_NAME, check_export, export_files, record_card
 from .record import RECORD_KEY
 
 __all__ = ["PushResult", "push", "check_repo_id"]
@@ -80,21 +80,25 @@ def push(
 ) -> PushResult:
     """Validate, then create the repo if needed and upload an export folder (``dry_run``: validate only).
 
-    Only the export's own files are uploaded (:func:`~timm_uscl.export_folder.export_files` refuses anything else in
-    the folder), and a new repo is private unless ``private=False``: publishing weights is a decision, not a default.
+    The README.md uploaded is the card the export's checked record renders
+    (:func:`~timm_uscl.export_folder.record_card`), whatever the folder's README.md says. Only the export's own
+    files are uploaded (:func:`~timm_uscl.export_folder.export_files` refuses anything else in the folder), and a
+    new repo is private unless ``private=False``: publishing weights is a decision, not a default.
     """
     folder = Path(export_dir)
     check_repo_id(repo_id)
-    digest = check_export(folder)[RECORD_KEY]["sha256"]
-    files = export_files(folder)
+    config = check_export(folder)
+    digest = config[RECORD_KEY]["sha256"]
+    files = sorted({*export_files(folder), CARD_NAME})
+    card = record_card(config, str(folder / CONFIG_NAME)).encode()  # the record's card, never a hand-edited one
     if dry_run:
         return PushResult(repo_id, "", digest, tuple(files), True)
+    operations = [CommitOperationAdd(name, str(folder / name)) for name in files if name != CARD_NAME]
+    operations.append(CommitOperationAdd(CARD_NAME, card))
     api = HfApi(library_name="timm-uscl")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, allow_patterns=files
-        )
+        info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
     except _NETWORK_ERRORS as err:  # HTTP errors, and the transport's (unreachable Hub, TLS, timeouts)
         raise HubError(
             f"push of {folder} to {repo_id} at {hf_constants.ENDPOINT} failed ({_first_line(err)}). Check the "

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 
+from timm_uscl.convert import refused_pickle
 from timm_uscl.errors import CheckpointFormatError
+from timm_uscl.tensors import WeightsBudget, check_file_size
 
+from .config import flat_config
 from .errors import RunFolderError
 
 __all__ = [
@@ -50,6 +54,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     raises a one-line :class:`RunFolderError`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = "the previous one is kept" if path.exists() else "no earlier checkpoint exists, so none is kept"  # L12
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -61,8 +66,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:160]
         raise RunFolderError(
-            f"{path}: the checkpoint could not be written ({reason}); the previous one is kept. Free space on that "
-            f"disk (or pick another --out), then continue with --resume"
+            f"{path}: the checkpoint could not be written ({reason}); {kept}. Free space on that disk (or pick "
+            f"another --out), then {'continue with --resume' if path.exists() else 'start the run again'}"
         ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -77,17 +82,22 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     """A trainer checkpoint (model, optimizers, scheduler, RNG and data states), read with ``weights_only=True``
-    and checked to hold every entry of :data:`TRAINING_STATE_KEYS`.
+    and checked to hold every entry of :data:`TRAINING_STATE_KEYS`, each of the type the trainer writes.
 
+    Bounded before anything is allocated (N2): the file is memory-mapped first (a tensor declared past the file
+    fails to map), its size is checked against four weights budgets of the architecture its config names (the
+    model, its optimizer state and the CMW-Net), and only then are the tensors copied into memory, so nothing
+    returned stays mapped to a file that may be rewritten.
     Not for weights files: those are :func:`timm_uscl.convert.read_state_dict`'s."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise CheckpointFormatError(f"{path}: no such training checkpoint.") from None
     except IsADirectoryError:
         raise CheckpointFormatError(f"{path}: is a folder; give the run's last.pt file.") from None
-    except Exception as err:  # unpickling, zip and EOF errors: all mean "not a checkpoint this code wrote"
-        raise CheckpointFormatError(
+    except Exception as err:  # unpickling, zip, EOF and mapping errors: all mean "not a checkpoint this code wrote"
+        refused = refused_pickle(Path(path), err)
+        raise refused or CheckpointFormatError(
             f"{path}: not a readable timm-uscl training checkpoint ({type(err).__name__}); give a last.pt written by "
             f"`timm-uscl pretrain` (it is written atomically, so a damaged one was altered after the run)."
         ) from err
@@ -97,7 +107,50 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: not a complete timm-uscl training checkpoint (missing {', '.join(missing)}); give a last.pt "
             f"written by `timm-uscl pretrain`."
         )
-    return state
+    wrong = [key for key, kind in _STATE_TYPES.items() if not isinstance(state[key], kind)]
+    wrong += [] if all(isinstance(v, torch.Tensor) for v in state["model"].values()) else ["model"]
+    arch = flat_config(state["config"]).get("arch") if "config" not in wrong else None
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        wrong.append("config (its arch)")
+    if wrong or isinstance(state["epoch"], bool) or min(state["epoch"], state["step"]) < 0:
+        raise CheckpointFormatError(
+            f"{path}: not a timm-uscl training checkpoint (wrongly typed {', '.join(wrong) or 'epoch/step'}); "
+            f"give a last.pt written by `timm-uscl pretrain`, or start a new --out."
+        )
+    check_file_size(Path(path), _checkpoint_budget(str(arch)), "give the last.pt this run wrote, or start a new --out")
+    return _copied(state)
+
+
+def _checkpoint_budget(arch: str) -> WeightsBudget:
+    budget = WeightsBudget.of(arch)
+    return WeightsBudget(budget.arch, 4 * budget.max_bytes)
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with every tensor copied out of the file mapping."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    return value
+
+
+_STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "cmw": (dict, type(None)),
+    "cmw_optimizer": (dict, type(None)),
+    "data": list,
+    "rng": list,
+    "epoch": int,
+    "step": int,
+    "config": dict,
+}
+"""The type of each :data:`TRAINING_STATE_KEYS` entry, checked at load (L4: a ``step`` of "3" used to end in
+``TypeError: '<=' not supported``)."""
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -34,12 +34,14 @@ import torch.distributed as torch_dist
 from torch import nn
 
 import timm_uscl  # noqa: F401  (registers the plugin's architectures for ContrastiveModel)
+from timm_uscl.errors import CheckpointFormatError
 
 from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
 from .config import TrainConfig, data_config, save_config
 from .data import PairBatch
 from .data.module import PairDataModule
+from .data.store import corpus_digest
 from .data.store_module import StoreDataModule, data_module
 from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
@@ -103,6 +105,7 @@ class RunState:
     nonfinite: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.bool))
     meta_batches: Iterator[PairBatch] | None = None
     resumed_with: list[str] = field(default_factory=list)  # recorded config changes at resume (e.g. more epochs)
+    data_digest: str | None = None  # the clips trained on (data.store.corpus_digest), kept in last.pt (N7)
     online: OnlineEvaluator | None = None  # rank 0's online evaluation (frozen-feature probes), when configured
     online_scores: dict[str, float] = field(default_factory=dict)  # its latest scores, shown on the progress bar
     graphs: StepGraphs | None = None  # the steps as CUDA graphs (config.graphs), None: eager
@@ -268,7 +271,10 @@ def resume_run(run: RunState) -> None:
     if not run.ckpt_path.exists():
         return
     state = load_training_state(run.ckpt_path)
-    run.resumed_with = check_resume_config(state["config"], dataclasses.asdict(run.config), run.ckpt_path)
+    try:
+        run.resumed_with = check_resume_config(state["config"], dataclasses.asdict(run.config), run.ckpt_path)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a foreign or hand-edited config (L4)
+        raise _foreign(run, err) from None
     if run.resumed_with and run.rank == 0:
         log.warning("resuming %s with %s (recorded in summary.json)", run.ckpt_path, "; ".join(run.resumed_with))
     if len(state["data"]) != run.world:
@@ -276,18 +282,63 @@ def resume_run(run: RunState) -> None:
             f"{run.ckpt_path} was written by {len(state['data'])} process(es), this run has {run.world}: "
             f"resume with the same --nproc-per-node, or start a new --out folder"
         )
-    run.core.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if run.cmw is not None and run.cmw_opt is not None:
-        run.cmw.load_state_dict(state["cmw"])
-        run.cmw_opt.load_state_dict(state["cmw_optimizer"])
-    run.data.load_state_dict(state["data"][run.rank])
-    restore_rng_state(state["rng"][run.rank])
+    _check_finite_state(run, state)
+    try:
+        run.core.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.cmw is not None and run.cmw_opt is not None:
+            run.cmw.load_state_dict(state["cmw"])
+            run.cmw_opt.load_state_dict(state["cmw_optimizer"])
+        run.data.load_state_dict(state["data"][run.rank])
+        restore_rng_state(state["rng"][run.rank])
+    except USCLError:
+        raise
+    except (RuntimeError, TypeError, ValueError, KeyError, IndexError, AttributeError) as err:  # L4
+        raise _foreign(run, err) from None
     run.epoch, run.step = state["epoch"], state["step"]
     _trim_metrics(run)
     if run.rank == 0:
         log.info("resumed from %s at epoch %d, step %d", run.ckpt_path, run.epoch, run.step)
+
+
+def _check_resume_data(config: TrainConfig, digest: str | None) -> None:
+    """Refuse to resume on other clips than the checkpoint's run trained on (videos deleted, added or changed under
+    the same path): it continued with rc 0 and a summary of the second attempt's data only (N7)."""
+    path = Path(config.out_dir) / CHECKPOINT_NAME
+    if digest is None or not path.is_file():
+        return
+    try:  # mapped, not read: only one string is needed here
+        recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("data_digest")
+    except Exception:  # noqa: BLE001 - resume_run names what is wrong with the file
+        return
+    if isinstance(recorded, str) and recorded != digest:
+        raise RunFolderError(
+            f"{path}: the data changed since this checkpoint ({recorded.split(':')[0]} clips then, "
+            f"{digest.split(':')[0]} now, or other contents, at {config.source}); resume only on the data the run "
+            f"started with (restore it), or start a new --out"
+        )
+
+
+def _foreign(run: RunState, err: BaseException) -> CheckpointFormatError:
+    """A last.pt whose parts do not fit this run (a partial or foreign model state, hand-edited values), one line."""
+    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    return CheckpointFormatError(
+        f"{run.ckpt_path}: not a checkpoint of this run ({reason}); resume only from the last.pt this run wrote, "
+        f"or start again with --overwrite (or a new --out)"
+    )
+
+
+def _check_finite_state(run: RunState, state: dict[str, Any]) -> None:
+    """Refuse a last.pt holding non-finite weights: this code never writes one, so it was altered (or written by
+    an older version); resuming it would diverge and then call it "the last good checkpoint" (L12)."""
+    for owner in ("model", "cmw"):
+        for key, tensor in (state[owner] or {}).items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise CheckpointFormatError(
+                    f"{run.ckpt_path}: holds non-finite weights ({owner} tensor {key}), so it cannot be resumed; "
+                    f"start again with --overwrite (or a new --out)"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoint
@@ -333,6 +384,7 @@ def save_run_checkpoint(run: RunState, epoch: int) -> None:
             "epoch": epoch,
             "step": run.step,
             "config": dataclasses.asdict(run.config),
+            "data_digest": run.data_digest,
         },
     )
 
@@ -549,7 +601,11 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
     _init_distributed(device)
     folder = _claim(config, resume, overwrite, dist.rank(), dist.world_size())
     try:
+        digest = corpus_digest(data_config(config))
+        if resume:
+            _check_resume_data(config, digest)  # before the data module: a changed folder fails there otherwise
         run = build_run(config, device, online)
+        run.data_digest = digest
         if resume:
             resume_run(run)
         if run.rank == 0:  # only now: a refused resume leaves the run's config.yaml as it was

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from timm_uscl.errors import CheckpointFormatError
 from timm_uscl.training.checkpoint import CHECKPOINT_NAME, load_training_state, save_checkpoint
 from timm_uscl.training.config import load_config
 from timm_uscl.training.engine import pretrain
@@ -199,6 +200,88 @@ def test_a_checkpoint_missing_entries_is_refused_on_resume(clip_folder, tmp_path
     torch.save(state, out / CHECKPOINT_NAME)
     proc = _cli("--data", str(clip_folder), "--out", str(out), "--image-size", "32", "--resume", "--workers", "0")
     assert proc.returncode != 0 and "missing optimizer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(clip_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    pretrain(_config(clip_folder, out), progress=False)
+    return out
+
+
+def _tampered(finished_run: Path, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    path = out / CHECKPOINT_NAME
+    if how == "hostile pickle":
+
+        class Hostile:
+            def __reduce__(self):
+                return (os.system, ("echo PWNED",))
+
+        torch.save({"model": Hostile()}, path)
+        return out
+    state = load_training_state(path)
+    if how == "step as text":
+        state["step"] = "3"
+    elif how == "partial model":
+        del state["model"]["backbone.conv1.weight"]
+    elif how == "foreign model":
+        state["model"] = {"conv1.weight": torch.zeros(64, 3, 7, 7)}
+    elif how == "nan weights":
+        state["model"]["backbone.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, path)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"),
+    [
+        ("step as text", "wrongly typed step"),
+        ("partial model", "not a checkpoint of this run"),
+        ("foreign model", "not a checkpoint of this run"),
+        ("nan weights", "holds non-finite weights (model tensor backbone.conv1.weight), so it cannot be resumed"),
+        ("hostile pickle", "arbitrary code"),
+    ],
+)
+def test_a_malformed_foreign_or_non_finite_last_pt_is_one_line_on_resume(
+    clip_folder, finished_run, tmp_path, how, needle
+):
+    """L4 (raw TypeError / load_state_dict tracebacks), L5 (a hostile pickle named as such), L12 (NaN weights were
+    resumed, then called "the last good checkpoint")."""
+    out = _tampered(finished_run, tmp_path, how)
+    with pytest.raises(CheckpointFormatError) as info:
+        pretrain(_config(clip_folder, out, epochs=2), resume=True, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and str(out / CHECKPOINT_NAME) in msg and needle in msg, msg
+    assert "last good checkpoint" not in msg and "download it again" not in msg
+
+
+@pytest.mark.parametrize("preset", ["uscl", "meta_uscl"])
+def test_resume_after_the_data_changed_under_the_same_path_is_refused_naming_the_cause(clip_folder, tmp_path, preset):
+    """N7: half the videos deleted, then --resume: rc 0 (without meta) or a meta-split error that hid the cause."""
+    import shutil
+
+    data = Path(shutil.copytree(clip_folder, tmp_path / "data"))
+    out = tmp_path / "run"
+    pretrain(_config(data, out, preset, max_steps=1), progress=False)
+    for video in sorted(data.glob("*.mp4"))[: len(list(data.glob("*.mp4"))) // 2]:
+        video.unlink()
+    with pytest.raises(
+        RunFolderError, match=r"last.pt: the data changed since this checkpoint \(\d+ clips then"
+    ) as info:
+        pretrain(_config(data, out, preset, epochs=2), resume=True, progress=False)
+    assert "\n" not in str(info.value) and str(data) in str(info.value)
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_claim_a_previous_one(small_disk):
+    """L12: "the previous one is kept" was said when no checkpoint existed."""
+    disk = small_disk("64k")
+    with pytest.raises(RunFolderError, match="no earlier checkpoint exists, so none is kept") as info:
+        save_checkpoint(disk / CHECKPOINT_NAME, {"weights": torch.zeros(200_000)})
+    assert "previous one is kept" not in str(info.value) and "--resume" not in str(info.value)
+    assert list(disk.iterdir()) == []
 
 
 def test_a_run_saved_before_a_setting_existed_resumes_only_with_what_the_older_trainer_did(tmp_path):

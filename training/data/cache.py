@@ -95,10 +95,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_orphans(root: Path) -> None:
-    """Delete the temporary files that processes which no longer exist left behind."""
+def remove_orphans(root: Path, pattern: re.Pattern[str] = _TEMP) -> None:
+    """Delete the temporary files (names matching ``pattern``, whose ``pid`` group is the writer's process id)
+    that processes which no longer exist left behind: the frame cache's, and the frame store file's."""
     for entry in os.scandir(root):
-        m = _TEMP.match(entry.name)
+        m = pattern.match(entry.name)
         if m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
             with contextlib.suppress(OSError):  # another process cleaned it first, or the folder is read-only
                 os.unlink(entry.path)
@@ -111,7 +112,7 @@ class FrameCache:
         self.root = Path(root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
         self._writable = True
-        _remove_orphans(self.root)
+        remove_orphans(self.root)
 
     def key(self, video: Any, size: int, grayscale: bool, decoder: str) -> str:
         """The file name stem of a clip's frames: its content, the size, the mode and the decoder that made them."""

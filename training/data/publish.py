@@ -98,6 +98,11 @@ def _check_publishable(root: Path, rel: str, path: Path, where: str) -> int:
         raise DataError(f"{where}: {rel!r} does not exist; fix the file_name or remove the row") from None
     if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{where}: {rel!r} is not a regular file; list video files only")
+    if st.st_nlink > 1:  # N9: a hard link named .mp4 published any file of the disk (a token, a key)
+        raise DataError(
+            f"{where}: {rel!r} has {st.st_nlink} hard links, so it may be a file from outside the folder under a "
+            "video's name; publish-dataset uploads only files with one name: replace it by a copy (cp)"
+        )
     if path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise DataError(
             f"{where}: {rel!r} is not a video container ({' '.join(VIDEO_EXTENSIONS)}); remove the row or the file"
@@ -126,8 +131,9 @@ def _read_regular(path: Path) -> bytes:
     """The bytes of a regular file, through a descriptor that does not follow a link planted since the check."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise DataError(f"{path}: not a regular file any more; publish again")
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise DataError(f"{path}: not a regular file with one name any more; publish again")
         return f.read()
 
 

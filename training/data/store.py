@@ -28,6 +28,7 @@ import json
 import logging
 import lzma
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,12 +41,20 @@ import numpy as np
 import torch
 
 from ..errors import DataError, StoreBudgetError
-from .cache import FrameCache
+from .cache import FrameCache, content_digest, remove_orphans
 from .config import DataConfig
 from .decode import decode_clip, resolve_decoder
 from .sources import meta_split_fn, open_source
 
-__all__ = ["STORE_FORMAT", "FrameStore", "build_store", "save_store", "load_store", "store_settings"]
+__all__ = [
+    "STORE_FORMAT",
+    "FrameStore",
+    "build_store",
+    "save_store",
+    "load_store",
+    "store_settings",
+    "corpus_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +113,28 @@ def store_settings(cfg: DataConfig) -> dict[str, Any]:
         "group_column": cfg.group_column,
         "frame_column": cfg.frame_column,
         "extensions": list(cfg.extensions),
+        "corpus": corpus_digest(cfg),  # the clips themselves: a folder's name does not say which (N5)
     }
+
+
+def corpus_digest(cfg: DataConfig) -> str | None:
+    """``<clips>:<digest>`` of the clips ``cfg`` reads (their keys and contents, in key order), or None when a
+    source is not on this machine (a Hub dataset, pinned by its revision; a device bundle ships frames without
+    the folder they came from).
+
+    Why: data identified by its name is not identified. A store file of ``A/videos`` was reused for ``B/videos``
+    (N5) and ``--resume`` continued on a folder half of whose videos were gone (N7), both with rc 0. Contents are
+    hashed once per process (:func:`.cache.content_digest`, which the frame cache shares)."""
+    specs = cfg.sources()
+    if not all(os.path.exists(spec.source) for spec in specs):
+        return None
+    rows = open_source(specs, cfg.filters, cfg.exclude).rows
+    if rows is None:
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    for key, digest in sorted((str(r["key"]), content_digest(r["video"]).hex()) for r in rows):
+        h.update(f"{key}\0{digest}\n".encode())
+    return f"{len(rows)}:{h.hexdigest()}"
 
 
 # ---------------------------------------------------------------------------------------------------- decode
@@ -284,7 +314,9 @@ def save_store(store: FrameStore, path: str | os.PathLike, codec: str = "raw", w
 def _write_new(path: Path, blocks: list[bytes]) -> None:
     """Write a new file through a temporary one; the final link fails rather than replace an existing file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid in the name: a write killed by SIGKILL leaves a file the next write can tell is orphaned (N8)
+    remove_orphans(path.parent, re.compile(rf"^\.{re.escape(path.name)}\.(?P<pid>\d+)\.[^.]+\.tmp$"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             for block in blocks:
@@ -323,8 +355,9 @@ def _source_names(origin: Any) -> list[str]:
 
 
 def _check_settings(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
-    """The file must hold what this run would decode: the same data (by name) read the same way (its meta split is
-    recomputed when that can be done)."""
+    """The file must hold what this run would decode: the same data (by name, and where the data is on this
+    machine by the digest of its clip list and contents) read the same way (its meta split is recomputed when
+    that can be done)."""
     keys = ["image_size", "grayscale", "filters", "exclude", "split", "video_column", "key_column", "source_column"]
     keys += ["group_column", "frame_column", "extensions"]
     if stored.get("meta_group_by") or wanted.get("meta_group_by"):
@@ -333,6 +366,11 @@ def _check_settings(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, 
     diff = [f"{k}={stored.get(k)!r} (run: {run[k]!r})" for k in keys if stored.get(k) != run[k]]
     if _source_names(stored.get("origin")) != _source_names(wanted.get("origin")):
         diff.insert(0, f"data {stored.get('origin')!r} (run: {wanted.get('origin')!r})")
+    elif wanted.get("corpus") is not None and stored.get("corpus") != wanted["corpus"]:
+        clips = str(stored.get("corpus") or "unrecorded:").split(":")[0]  # a store of an older version: unknown
+        diff.insert(
+            0, f"other clips of {stored.get('origin')!r} ({clips} clips; run: {wanted['corpus'].split(':')[0]})"
+        )
     if diff:
         raise DataError(
             f"{path}: frame store decoded with other settings: {', '.join(diff)}; "

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.decode import read_frames
+from ..data.decode import eight_bit, read_frames
 from ..data.folders import frame_files
 from ..data.frames import FRAME_EXTENSIONS, frame_video
-from ..errors import DataError, EvaluationError
+from ..errors import DataError, DecodeError, EvaluationError
 from .tasks import Item, TaskData, TaskSpec, frame_indices
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_task", "listing_of"]
@@ -55,7 +55,7 @@ def _load_image(path: Path, size: int, nearest: bool = False) -> torch.Tensor:
     with Image.open(path) as im:
         im.draft("L", (size, size))
         resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-        gray = im.convert("L").resize((size, size), resample)
+        gray = eight_bit(im).convert("L").resize((size, size), resample)  # 16-bit and float scaled, not clipped
         return torch.from_numpy(np.asarray(gray).copy())[None]
 
 
@@ -63,7 +63,12 @@ def _image(path: Path, size: int, where: Path | str | None, nearest: bool = Fals
     _check_exists(path, where)
     try:
         return _load_image(path, size, nearest)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:  # PIL's "cannot identify", truncation
+    except (
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        DecodeError,
+    ) as err:  # PIL's "cannot identify", truncation
         raise _bad(path, f"cannot be read as an image ({_reason(err)})", where) from None
 
 

@@ -18,6 +18,7 @@ import torch
 
 from timm_uscl.convert import read_state_dict
 from timm_uscl.errors import USCLError
+from timm_uscl.tensors import WeightsBudget
 
 from ..errors import EvaluationError
 
@@ -77,7 +78,7 @@ def _architecture(folder: Path) -> str:
 def load_weights(model: torch.nn.Module, path: Path, arch: str, fix: str) -> None:
     """Load a timm-keyed backbone state dict strictly (a classifier in the file is ignored); one-line errors."""
     try:
-        state = read_state_dict(path)
+        state = read_state_dict(path, WeightsBudget.of(model))  # bounded by what the model can hold (N2)
     except USCLError as err:
         raise EvaluationError(" ".join(str(err).split())) from None
     head = getattr(model, "pretrained_cfg", {}).get("classifier") or ""

@@ -99,6 +99,11 @@ def _class_entries(folder: Path) -> list[tuple[str, Path]]:
         if not files:
             raise EvaluationError(f"{folder / c}: an empty class folder; add its files or remove it")
         entries += [(c, inside(folder, f"{c}/{p.name}", str(folder / c))) for p in files]
+    seen: dict[Path, Path] = {}
+    for _, p in entries:  # a link to another class's file would put one image in two classes and folds (N1)
+        first = seen.setdefault(p.resolve(), p)
+        if first != p:
+            raise EvaluationError(f"{p}: the same file as {first}; keep each file once, in one class folder")
     return entries
 
 
@@ -119,6 +124,44 @@ def _from_class_folders(folder: Path, kind: str | None) -> tuple[str, tuple[str,
     classes = tuple(sorted({c for c, _ in entries}))
     items = [Item(p, classes.index(c), os.path.relpath(p, folder), -1) for c, p in entries]
     return found.pop() or "image", classes, items
+
+
+def _check_class_sizes(
+    items: Sequence[Item], classes: Sequence[str], folds: Sequence[int], folder: Path, csv_path: Path | None
+) -> None:
+    """Refuse a one-item class, naming its row; warn, naming the rows, about a class missing from a test fold.
+
+    Why: a typo (``malignnat``) or a one-image class becomes a class of its own that most test folds lack, and
+    their macro-F1 averages in its zero (about two thirds of the two-class figure), with rc 0 (N6). One item
+    can never be both learned and tested, so it is refused; a rare class is real data, so it is a warning."""
+    where: dict[int, list[str]] = {}
+    lines = _csv_lines(csv_path) if csv_path is not None else {}
+    for it in items:
+        rel = os.path.relpath(it.path, folder)
+        where.setdefault(it.label, []).append(f"line {lines[rel]}" if rel in lines else rel)
+    source = csv_path or folder
+    for c, at in sorted(where.items()):
+        if len(at) == 1:
+            raise EvaluationError(
+                f"{source}: class {classes[c]!r} has one item ({at[0]}): it can never be both learned and tested, "
+                "and the folds without it average a zero into macro-F1; fix the label if it is a typo, or drop it"
+            )
+        missing = sorted(set(folds) - {it.fold for it in items if it.label == c})
+        if missing:
+            log.warning(
+                "%s: class %r (%d items: %s) is in no test item of fold(s) %s; the macro-F1 of those folds "
+                "averages in a zero for it",
+                source,
+                classes[c],
+                len(at),
+                ", ".join(at[:8]) + (", ..." if len(at) > 8 else ""),
+                ", ".join(map(str, missing)),
+            )
+
+
+def _csv_lines(csv_path: Path) -> dict[str, str]:
+    """``file_name`` (normalised) -> its line in the metadata.csv, to name a class's rows."""
+    return {os.path.normpath(r["file_name"]): str(line) for line, r in read_metadata(csv_path, ["file_name"])}
 
 
 def _stable(group: str) -> str:
@@ -172,6 +215,8 @@ def task_from_dir(
     if items[0].fold < 0:
         items = assign_folds(items, n_folds, where)
     folds = tuple(sorted({it.fold for it in items}))
+    if kind != "segmentation":
+        _check_class_sizes(items, classes, folds, folder, csv_path if csv_path.is_file() else None)
     grouped = len({it.group for it in items}) < len(items)
     grouping = f"grouped by {group_column or 'group'}" if grouped else "one file per group"
     if not grouped:

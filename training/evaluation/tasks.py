@@ -164,6 +164,7 @@ def rows_to_items(
     index = {v: i for i, v in enumerate(cols.values)}
     items: list[Item] = []
     unknown: dict[str, int] = {}
+    seen: dict[Path, int] = {}  # resolved file -> its first line: a file is identified by what it is (N1, L15)
     for line, r in rows:
         if cols.include is not None and not cols.include(r):
             continue
@@ -174,9 +175,11 @@ def rows_to_items(
         group = r[cols.group].strip() if cols.group else r[cols.file]
         if not group:
             raise EvaluationError(f"{where}: empty {cols.group!r}; every row needs its group (patient, cluster)")
+        file = inside(base, r[cols.file], where)
+        _refuse_second_listing(seen, file, line, path)
         items.append(
             Item(
-                inside(base, r[cols.file], where),
+                file,
                 index[r[cols.label]] if cols.label is not None else 0,
                 cols.group_prefix + group,
                 parse_fold(r[cols.fold], folds, where) if cols.fold else -1,
@@ -187,6 +190,18 @@ def rows_to_items(
     if not items:
         raise EvaluationError(f"{path}: no row belongs to the evaluation set; check the file")
     return items
+
+
+def _refuse_second_listing(seen: dict[Path, int], file: Path, line: int, path: Path) -> None:
+    """Refuse a file listed twice, however it is written (``./x.png``, a link to it): the second row would make
+    a test item training data for its own fold (a random-init linear probe went 53 % -> 95 % on 60 BUSI
+    images). Comparing resolved paths also caps the rows at the files present, so a huge CSV cannot loop."""
+    real = file.resolve()
+    first = seen.setdefault(real, line)
+    if first != line:
+        raise EvaluationError(
+            f"{path} lines {first} and {line}: both name {real.name} ({real}); list each file once, in one fold"
+        )
 
 
 def load_items(spec: TaskSpec, data_root: Path) -> list[Item]:

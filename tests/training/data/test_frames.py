@@ -158,6 +158,25 @@ def test_jpeg_frames_of_any_size_and_mode_resize_like_video_frames(tmp_path: Pat
         assert (grey[i].int() - want.int()).abs().float().mean() < 4.0, i
 
 
+def test_16_bit_and_float_frames_scale_by_their_depth_and_out_of_range_floats_are_bad_frames(tmp_path: Path) -> None:
+    """N3: PIL's ``convert`` clipped an ``I;16`` PNG (a DICOM export) at 255: every frame trained white."""
+    ramp = np.arange(64 * 64).reshape(64, 64) % 256
+    folder = tmp_path / "root" / "depths"
+    folder.mkdir(parents=True)
+    Image.fromarray(ramp.astype(np.uint8)).save(folder / "a1.png")
+    Image.fromarray((ramp * 257).astype(np.uint16)).save(folder / "a2.png")  # I;16
+    Image.fromarray((ramp * 257).astype(np.int32)).save(folder / "a3.tif")  # I
+    Image.fromarray((ramp / 255).astype(np.float32)).save(folder / "a4.tif")  # F in [0, 1]
+    Image.fromarray((ramp * 1000.0).astype(np.float32)).save(folder / "a5.tif")  # F of unknown scale: refused
+    bad: list[tuple[str, str]] = []
+    grey = decode_clip(_row(tmp_path / "root")["video"], 64, bad_frames=bad)
+    assert grey.shape[0] == 4
+    for i in (1, 2, 3):
+        assert (grey[i].int() - grey[0].int()).abs().max() <= 1, i
+    assert abs(grey.float().mean() - ramp.mean()) < 1
+    assert len(bad) == 1 and "a5.tif" in bad[0][0] and "outside [0, 1]" in bad[0][1]
+
+
 def test_frame_folders_listed_in_metadata_csv_carry_labels_filters_and_a_patient_meta_split(
     tmp_path: Path, clip_frames: Frames
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -135,6 +136,21 @@ def test_publish_refuses_a_symlink_even_without_metadata(tmp_path: Path, synthet
     (root / "b.mp4").symlink_to(synthetic_clips[1])
     with pytest.raises(DataError, match=r"b\.mp4.*symbolic link"):
         _run([str(root), "someone/ds", "--dry-run", "--out-dir", str(tmp_path / "out")])
+
+
+def test_publish_refuses_a_hard_link_named_like_a_video(tmp_path: Path, synthetic_clips: list[Path]) -> None:
+    """N9: ``ln ~/token pub/innocent.mp4`` put the token file into the parquet shards."""
+    from timm_uscl.training.errors import DataError
+
+    root = tmp_path / "pub"
+    root.mkdir()
+    shutil.copy(synthetic_clips[0], root / "a.mp4")
+    secret = tmp_path / "token"
+    secret.write_text("hf_FAKE")
+    os.link(secret, root / "innocent.mp4")
+    with pytest.raises(DataError, match=r"innocent\.mp4.*2 hard links.*replace it by a copy") as info:
+        _run([str(root), "someone/ds", "--dry-run", "--out-dir", str(tmp_path / "out")])
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
 
 
 def test_publish_refuses_a_non_empty_out_dir(corpus: Path, tmp_path: Path) -> None:

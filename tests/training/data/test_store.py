@@ -408,6 +408,42 @@ def test_a_store_file_of_other_data_is_refused_but_the_same_data_named_another_w
     assert load_store(path, store_settings(_cfg(str(renamed)))).num_videos == store.num_videos
 
 
+@pytest.mark.parametrize("change", ["a clip deleted", "a clip's bytes changed"])
+def test_a_store_file_of_another_folder_of_the_same_name_is_refused_by_its_clips(
+    store: FrameStore, clip_folder: Path, tmp_path: Path, change: str
+) -> None:
+    """N5: ``A/videos`` and ``B/videos`` are both ``videos``: the run trained on A's frames while naming B."""
+    path = save_store(store, tmp_path / "s.frames")
+    same = Path(shutil.copytree(clip_folder, tmp_path / "same" / clip_folder.name))
+    assert load_store(path, store_settings(_cfg(same))).num_videos == store.num_videos  # identical copy: fine
+    other = Path(shutil.copytree(clip_folder, tmp_path / "B" / clip_folder.name))
+    victim = sorted(other.glob("*.mp4"))[0]
+    if change == "a clip deleted":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DataError, match=r"s.frames: frame store decoded with other settings: other clips of") as info:
+        load_store(path, store_settings(_cfg(other)))
+    assert "\n" not in str(info.value)
+
+
+def test_a_store_write_killed_by_sigkill_leaves_no_temporary_file_after_the_next_write(
+    store: FrameStore, tmp_path: Path
+) -> None:
+    """N8: ``.<store_file>.*.tmp`` of a killed writer stayed forever (checkpoints and the frame cache clean theirs)."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".s.frames.{int(dead.stdout)}.k1ll3d.tmp"
+    orphan.write_bytes(b"half a store")
+    live = tmp_path / ".s.frames.1.w0rk1n.tmp"  # pid 1 is alive: a write in progress elsewhere is left alone
+    live.write_bytes(b"in progress")
+    save_store(store, tmp_path / "s.frames")
+    assert not orphan.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "s.frames"]
+
+
 def test_a_meta_split_of_one_video_is_refused_when_the_meta_step_needs_it(clip_folder: Path) -> None:
     keys = sorted(p.name for p in clip_folder.glob("*.mp4"))
     seed = next(s for s in range(200) if sum(meta_split_fn(0.2, s)({"key": k}) for k in keys) == 1)

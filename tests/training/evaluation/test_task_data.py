@@ -97,6 +97,23 @@ def test_a_fold_outside_the_folds_is_refused(root_copy: Path, edit_csv: Callable
     _error(root_copy, "busi", "metadata.csv", "fold 7", "0-4")
 
 
+@pytest.mark.parametrize("alias", ["videos/covid_0.mp4", "./videos/covid_0.mp4", "videos/../videos/covid_0.mp4"])
+def test_a_video_listed_twice_is_refused_naming_both_lines(
+    root_copy: Path, alias: str, edit_csv: Callable[..., None]
+) -> None:
+    """N1/L15: a second row for a test-fold video (another group and fold) would make it training data."""
+    extra = {"file_name": alias, "label": "covid", "probe": "convex", "group": "g99", "fold": "1"}
+    edit_csv(root_copy / "pocus" / "metadata.csv", lambda rows: [*rows, extra])
+    _error(root_copy, "pocus", "metadata.csv lines 2 and 19", "covid_0.mp4", "list each file once")
+
+
+def test_a_link_to_a_listed_image_is_the_same_image(root_copy: Path, edit_csv: Callable[..., None]) -> None:
+    (root_copy / "busi" / "images" / "alias.png").symlink_to("benign_0.png")
+    extra = {"file_name": "images/alias.png", "label": "benign", "mask_file_name": "masks/benign_1.png"}
+    edit_csv(root_copy / "busi" / "metadata.csv", lambda rows: [*rows, {**extra, "dup_group": "x", "fold": "3"}])
+    _error(root_copy, "busi", "lines 2 and 17", "benign_0.png")
+
+
 def test_non_utf8_metadata_is_refused(root_copy: Path) -> None:
     path = root_copy / "busi" / "metadata.csv"
     path.write_bytes(path.read_bytes().replace(b"benign_1", b"b\xe9nign_1"))

@@ -102,6 +102,49 @@ def test_task_kind_must_fit_the_layout(dirs: dict[str, Path]) -> None:
     assert task_from_dir(dirs["seg"], kind="segmentation")[0].kind == "segmentation"
 
 
+def test_an_image_listed_twice_in_a_task_dir_is_refused(
+    dirs: dict[str, Path], tmp_path: Path, edit_csv: Callable[..., None]
+) -> None:
+    """N1: the probe's alias (``./frames/x.png`` under another group) leaked test images into training."""
+    import shutil
+
+    folder = Path(shutil.copytree(dirs["image_csv"], tmp_path / "alias"))
+    edit_csv(
+        folder / "metadata.csv",
+        lambda rows: [*rows, {**rows[5], "file_name": "./" + rows[5]["file_name"], "patient": "copy"}],
+    )
+    with pytest.raises(EvaluationError, match=r"metadata.csv lines 7 and 44: both name covid_05.png"):
+        task_from_dir(folder, group_column="patient")
+
+
+def test_a_label_typo_or_a_one_item_class_is_refused_naming_its_line(
+    dirs: dict[str, Path], tmp_path: Path, edit_csv: Callable[..., None]
+) -> None:
+    """N6: ``pneumonai`` on one row became a class of its own that most test folds lack (macro-F1 averaged its 0)."""
+    import shutil
+
+    folder = Path(shutil.copytree(dirs["image_csv"], tmp_path / "typo"))
+    edit_csv(
+        folder / "metadata.csv",
+        lambda rows: [{**r, "label": "pneumonai"} if i == 20 else r for i, r in enumerate(rows)],
+    )
+    with pytest.raises(EvaluationError, match=r"class 'pneumonai' has one item \(line 22\)"):
+        task_from_dir(folder, group_column="patient")
+
+
+def test_a_class_missing_from_a_test_fold_is_named_in_a_warning(
+    dirs: dict[str, Path], tmp_path: Path, edit_csv: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(dirs["image_csv"], tmp_path / "rare"))
+    edit_csv(
+        folder / "metadata.csv", lambda rows: [{**r, "patient": "one"} if r["label"] == "covid" else r for r in rows]
+    )
+    task_from_dir(folder, group_column="patient")
+    assert "class 'covid' (12 items: line 2, line 3," in caplog.text and "is in no test item of fold(s)" in caplog.text
+
+
 def _damaged(dirs: dict[str, Path], tmp_path: Path, how: str) -> Path:
     import shutil
 
@@ -114,12 +157,14 @@ def _damaged(dirs: dict[str, Path], tmp_path: Path, how: str) -> Path:
     elif how == "empty":
         for c in ("covid", "pneumonia", "regular"):
             shutil.rmtree(folder / c)
+    elif how == "link to another class's image":
+        (folder / "regular" / "alias.png").symlink_to(folder / "covid" / "covid_00.png")
     elif how == "escaping link":
         (folder / "covid" / "link.png").symlink_to(tmp_path / "outside.png")
     return folder
 
 
-@pytest.mark.parametrize("how", ["stray file", "one class", "empty", "escaping link"])
+@pytest.mark.parametrize("how", ["stray file", "one class", "empty", "escaping link", "link to another class's image"])
 def test_a_bad_task_dir_is_a_one_line_error(
     dirs: dict[str, Path], tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
