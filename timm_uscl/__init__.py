@@ -9,8 +9,6 @@ Import chain, leaf to root (no cycles): ``errors`` <- ``weights`` <- ``tensors``
 ``install``) / ``upload`` / ``convert`` <- ``cli``. Nothing here imports the trainer (``timm_uscl.training``).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import uscl  # registers the models
 from .download import fetch_weights, pull
 from .errors import (
@@ -26,12 +24,10 @@ from .errors import (
 from .export_folder import check_export, export, update_card
 from .upload import push
 from .uscl import install
+from .version import package_version
 from .weights import WEIGHTS, EvalResult, WeightsEntry, get_weights, list_weights
 
-try:
-    __version__ = version("timm-uscl")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = package_version()
 
 __all__ = [
     "WEIGHTS",

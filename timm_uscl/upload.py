@@ -17,7 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .errors import HubError
-from .export_folder import check_export, export_files
+from .export_folder import check_export, export_files, set_repo
 from .record import RECORD_KEY
 
 __all__ = ["PushResult", "push", "check_repo_id"]
@@ -80,7 +80,8 @@ def push(
 ) -> PushResult:
     """Validate, then create the repo if needed and upload an export folder (``dry_run``: validate only).
 
-    Only the export's own files are uploaded (:func:`~timm_uscl.export_folder.export_files` refuses anything else in
+    The export's card and record are first pointed at ``repo_id`` (its usage line then loads from there). Only the
+    export's own files are uploaded (:func:`~timm_uscl.export_folder.export_files` refuses anything else in
     the folder), and a new repo is private unless ``private=False``: publishing weights is a decision, not a default.
     """
     folder = Path(export_dir)
@@ -89,6 +90,7 @@ def push(
     files = export_files(folder)
     if dry_run:
         return PushResult(repo_id, "", digest, tuple(files), True)
+    set_repo(folder, repo_id)  # the card's usage line names the repo it is pushed to (weights untouched)
     api = HfApi(library_name="timm-uscl")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
