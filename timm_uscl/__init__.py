@@ -4,9 +4,10 @@
 pretrained tags in timm's registry, so ``timm.create_model("resnet18_uscl.<tag>", pretrained=True)``
 works. timm has no plugin discovery: import this package before calling ``create_model``.
 
-Import chain, leaf to root (no cycles): ``errors`` <- ``weights`` <- ``tensors``/``outdir``/``record`` <-
-``archs`` <- ``checksum``/``cards`` <- ``download`` / ``export_folder`` <- ``store`` <- ``uscl`` (the registry,
-``install``) / ``upload`` / ``convert`` <- ``cli``. Nothing here imports the trainer (``timm_uscl.training``).
+Import chain, leaf to root (no cycles): ``errors``/``version``/``complexity`` <- ``weights`` <-
+``tensors``/``outdir``/``record`` <- ``archs`` <- ``names`` <- ``checksum``/``cards`` <- ``download`` /
+``export_folder`` <- ``store`` <- ``uscl`` (the registry, ``install``) / ``upload`` / ``convert`` <- ``cli``.
+Nothing here imports the trainer (``timm_uscl.training``).
 """
 
 from . import uscl  # registers the models

@@ -16,6 +16,8 @@ from .errors import UnknownWeightsError
 
 __all__ = [
     "HUB_NAMESPACE",
+    "DataFacts",
+    "KNOWN_DATA",
     "EvalResult",
     "WeightsEntry",
     "WEIGHTS",
@@ -106,6 +108,26 @@ _COVID_BLUES_LICENSE = (
 # The Hub licence id of weights trained on COVID-BLUES: the data's own terms, stated as they are (not plain
 # cc-by-nc-4.0, which would drop the no-derivatives term without a word).
 COVID_BLUES_WEIGHTS_LICENSE = "cc-by-nc-nd-4.0"
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a card says about a known pretraining dataset: its description, its licence terms as they are, and the
+    Hub licence id of weights trained on it."""
+
+    hub_id: str
+    description: str
+    license_terms: str
+    weights_license: str
+
+
+# Datasets whose terms the project knows; a trainer run on any other data says its licence was not checked.
+KNOWN_DATA: dict[str, DataFacts] = {
+    "jannisborn/COVID-BLUES": DataFacts(
+        "jannisborn/COVID-BLUES", _COVID_BLUES, _COVID_BLUES_LICENSE, COVID_BLUES_WEIGHTS_LICENSE
+    ),
+}
+
 _US4 = "US-4 (Butterfly, CLUST, Liver Fibrosis, COVID19-LUSMS; 1051 videos) - the authors' private corpus"
 _US4_LICENSE = "not released (only Butterfly is public); weights are MIT per the authors' repository"
 _OWN = (
