@@ -11,21 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from runs import TINY
 from timm_uscl.errors import USCLError
 from timm_uscl.training import engine
 from timm_uscl.training.config import load_config
 from timm_uscl.training.monitor import Metrics, duration
-
-TINY = {
-    "image_size": 32,
-    "batch_size": 3,
-    "num_workers": 0,
-    "meta_batch_size": 2,
-    "meta_fraction": 0.2,
-    "checkpoint_every": 1,
-    "log_every": 1,
-    "cache_dir": None,
-}
 
 
 def test_a_run_without_the_bar_logs_a_banner_one_line_per_epoch_plots_while_running_and_its_wall_time(
