@@ -40,7 +40,7 @@ from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state,
 from .config import TrainConfig, data_config, save_config
 from .data import PairBatch
 from .data.module import PairDataModule
-from .data.store_module import StoreDataModule, data_module
+from .data.store_module import StoreDataModule, batch_sizes, data_module
 from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
 from .meta import MetaStepConfig, StepGraphs, StepOutput, cmw_optimizer, meta_step, plain_step
@@ -617,8 +617,10 @@ def _train(run: RunState, metrics: Metrics, progress: bool) -> None:
 
 
 def steps_per_epoch(run: RunState) -> int | None:
-    """Steps of one epoch (what the progress bar counts): the training videos over ``batch_size`` per rank; None
-    when the source's size is not known up front (a streamed Hub dataset)."""
+    """Steps of one epoch: the frame store's batches (every video, the remainder last), or the stream's full batches
+    per rank; None when the source's size is not known up front (a streamed Hub dataset)."""
+    if isinstance(run.data, StoreDataModule):
+        return len(batch_sizes(run.data.rank_videos, run.config.data.batch_size))
     videos = run.data.num_videos
     return videos // (run.config.data.batch_size * run.world) if videos else None
 
