@@ -153,3 +153,16 @@ def hub_video_repo(hub: HubStub, clip_folder: Path, tmp_path: Path) -> str:
     api.create_repo("org/lus-videos", repo_type="dataset")
     api.upload_folder(repo_id="org/lus-videos", repo_type="dataset", folder_path=str(folder))
     return "org/lus-videos"
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty local weights store for this test; the registry is rebuilt from it, and again afterwards."""
+    from timm_uscl.uscl import refresh_registry
+
+    root = tmp_path / "store"
+    monkeypatch.setenv("TIMM_USCL_WEIGHTS", str(root))
+    refresh_registry()
+    yield root
+    monkeypatch.undo()  # every patch of this test (the store and any WEIGHTS row), so the rebuild sees the real table
+    refresh_registry()

@@ -77,7 +77,7 @@ def test_update_card_renders_the_table_and_model_index(export_dir):
     meta = yaml.safe_load(card.split("---")[1])
     metrics = meta["model-index"][0]["results"][0]["metrics"]
     assert metrics[0] == {"type": "accuracy", "value": 0.75, "name": metrics[0]["name"]}
-    assert meta["license"] == "cc-by-nc-4.0" and meta["datasets"] == ["jannisborn/COVID-BLUES"]
+    assert meta["license"] == "cc-by-nc-nd-4.0" and meta["datasets"] == ["jannisborn/COVID-BLUES"]
     assert "| POCUS convex 3-class | pocus | accuracy (%) | 75.0 ± 6.0 |" in card
     assert "| BUSI lesion segmentation | busi_seg | dice (%) | 55.0 ± 3.0 |" in card
     block = json.loads((export_dir / "config.json").read_text())["timm_uscl"]

@@ -29,14 +29,14 @@ def test_export_from_a_state_dict_file(tmp_path, capsys):
                 "export",
                 str(tmp_path / "w.safetensors"),
                 "--tag",
-                "resnet50_uscl.metauscl_covidblues_224",
+                "resnet50_uscl.my_run",
                 "--out",
                 str(tmp_path / "export"),
             ]
         )
         == 0
     )
-    assert "exported resnet50_uscl.metauscl_covidblues_224" in capsys.readouterr().out
+    assert "exported resnet50_uscl.my_run" in capsys.readouterr().out
     loaded = timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -54,7 +54,7 @@ def test_export_with_the_wrong_tag_names_the_file(tmp_path, capsys):
                 "export",
                 str(tmp_path / "r18.safetensors"),
                 "--tag",
-                "resnet50_uscl.metauscl_covidblues_224",
+                "resnet50_uscl.mine",
                 "--out",
                 str(tmp_path / "export"),
             ]

@@ -18,6 +18,7 @@ from timm_uscl.convert import convert
 from timm_uscl.errors import CheckpointFormatError, OutputFolderError
 
 TAG = "resnet18_uscl.metauscl_us4_64"
+MINE = "resnet18_uscl.my_weights"  # the command line names a user's weights with a user tag
 
 
 def _r18_state_dict() -> dict[str, torch.Tensor]:
@@ -62,7 +63,7 @@ def test_export_and_convert_cli_refuse_nan_weights_on_one_line(tmp_path, capsys)
     sd = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in _r18_state_dict().items()}
     weights = _save(tmp_path, "nan.safetensors", sd)
     for command in ("export", "convert"):
-        code, _, err = _cli(capsys, command, str(weights), "--tag", TAG, "--out", str(tmp_path / command))
+        code, _, err = _cli(capsys, command, str(weights), "--tag", MINE, "--out", str(tmp_path / command))
         assert code == 1 and err.count("\n") == 1 and "conv1.weight" in err and "NaN" in err
         assert not (tmp_path / command).exists()
 
@@ -140,7 +141,7 @@ def test_export_overwrite_lists_then_removes_exactly_the_old_files(tmp_path, cap
     out.mkdir()
     (out / "README.md").write_text("my own notes\n")
     (out / "cmw_net.safetensors").write_text("older run\n")
-    code, out_text, err = _cli(capsys, "export", str(weights), "--tag", TAG, "--out", str(out), "--overwrite")
+    code, out_text, err = _cli(capsys, "export", str(weights), "--tag", MINE, "--out", str(out), "--overwrite")
     assert code == 0, err
     first = out_text.splitlines()[0]
     assert "README.md" in first and "cmw_net.safetensors" in first

@@ -13,23 +13,12 @@ import timm
 import torch
 
 import timm_uscl
-from timm_uscl import WEIGHTS, CheckpointFormatError, ChecksumMismatchError, OutputFolderError
+from timm_uscl import WEIGHTS, CheckpointFormatError, ChecksumMismatchError, OutputFolderError, WeightsNotPublishedError
 from timm_uscl.cli import main as cli
 from timm_uscl.uscl import refresh_registry
 from timm_uscl.weights import with_publication
 
 NAME = "resnet18_uscl.metauscl_covidblues_64"
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    """An empty local weights store for this test; the registry is rebuilt from it, and again afterwards."""
-    root = tmp_path / "store"
-    monkeypatch.setenv("TIMM_USCL_WEIGHTS", str(root))
-    refresh_registry()
-    yield root
-    monkeypatch.undo()  # every patch of this test (the store and any WEIGHTS row), so the rebuild sees the real table
-    refresh_registry()
 
 
 @pytest.fixture
@@ -158,7 +147,7 @@ def test_readme_features_only_and_smp_examples_work_for_an_installed_tag(store, 
     import segmentation_models_pytorch as smp
 
     timm_uscl.install(exported, NAME)
-    pyramid = timm.create_model("resnet18_uscl", pretrained=True, features_only=True, out_indices=(1, 2, 3, 4))
+    pyramid = timm.create_model(NAME, pretrained=True, features_only=True, out_indices=(1, 2, 3, 4))
     assert [o.shape[1] for o in pyramid(torch.randn(1, 3, 64, 64))] == [64, 128, 256, 512]
     assert torch.equal(pyramid.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     gray = timm.create_model(NAME, pretrained=True, in_chans=1)
@@ -176,10 +165,23 @@ def test_installed_tags_pass_timms_own_pretrained_load_checks(store, exported):
     """What timm's tests/test_models.py (test_model_load_pretrained / _features_pretrained) does for each tag."""
     timm_uscl.install(exported, NAME)
     assert timm.list_models("*uscl*", pretrained=True) == [NAME]
-    for name in (NAME, "resnet18_uscl"):  # the tag, and the architecture whose default tag it now is
-        timm.create_model(name, pretrained=True, in_chans=1, num_classes=5)
-        timm.create_model(name, pretrained=True, in_chans=1, num_classes=0)
-        timm.create_model(name, pretrained=True, features_only=True)
+    timm.create_model(NAME, pretrained=True, in_chans=1, num_classes=5)
+    timm.create_model(NAME, pretrained=True, in_chans=1, num_classes=0)
+    timm.create_model(NAME, pretrained=True, features_only=True)
+
+
+def test_the_bare_architecture_keeps_its_fixed_default_tag_whatever_is_installed(store, exported):
+    """timm's rule: a bare name means the architecture's first pretrained tag, never the first one installed."""
+    timm_uscl.install(exported, NAME)
+    assert timm.models.get_pretrained_cfg("resnet18_uscl").tag == "metauscl_us4_224"
+    assert not timm.models.is_model_pretrained("resnet18_uscl")  # so timm's own tests do not load it either
+    with pytest.raises(
+        WeightsNotPublishedError,
+        match=r"`resnet18_uscl` alone means its default tag "
+        r"resnet18_uscl\.metauscl_us4_224.*timm-uscl convert",
+    ):
+        timm.create_model("resnet18_uscl", pretrained=True)
+    assert timm.create_model("resnet18_uscl").pretrained_cfg["tag"] == "metauscl_us4_224"
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))

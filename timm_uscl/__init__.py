@@ -4,12 +4,11 @@
 pretrained tags in timm's registry, so ``timm.create_model("resnet18_uscl.<tag>", pretrained=True)``
 works. timm has no plugin discovery: import this package before calling ``create_model``.
 
-Import chain, leaf to root (no cycles): ``errors`` <- ``weights`` <- ``tensors``/``outdir``/``record`` <-
-``archs`` <- ``checksum``/``cards`` <- ``download`` / ``export_folder`` <- ``store`` <- ``uscl`` (the registry,
-``install``) / ``upload`` / ``convert`` <- ``cli``. Nothing here imports the trainer (``timm_uscl.training``).
+Import chain, leaf to root (no cycles): ``errors``/``version``/``complexity`` <- ``weights`` <-
+``tensors``/``outdir``/``record`` <- ``archs`` <- ``names`` <- ``checksum``/``cards`` <- ``download`` /
+``export_folder`` <- ``store`` <- ``uscl`` (the registry, ``install``) / ``upload`` / ``convert`` <- ``cli``.
+Nothing here imports the trainer (``timm_uscl.training``).
 """
-
-from importlib.metadata import PackageNotFoundError, version
 
 from . import uscl  # registers the models
 from .download import fetch_weights, pull
@@ -26,12 +25,10 @@ from .errors import (
 from .export_folder import check_export, export, update_card
 from .upload import push
 from .uscl import install
+from .version import package_version
 from .weights import WEIGHTS, EvalResult, WeightsEntry, get_weights, list_weights
 
-try:
-    __version__ = version("timm-uscl")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = package_version()
 
 __all__ = [
     "WEIGHTS",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -100,8 +101,39 @@ def run_table(run: tuple[tuple[str, str], ...]) -> str:
     return "\n".join(["| fact | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in cells)])
 
 
-def render_model_card(entry: WeightsEntry, arch: str, sha256: str) -> str:
-    """The README.md of an export: metadata, usage, preprocessing, data and licences, results, citations.
+def _papers(paper_ids: tuple[str, ...]) -> str:
+    """``arxiv:2212.04097`` ids as arXiv links (the Hub links a model to a paper by the arXiv id in its card)."""
+    links = []
+    for paper in paper_ids:
+        kind, _, number = paper.partition(":")
+        links.append(f"[arXiv:{number}](https://arxiv.org/abs/{number})" if kind == "arxiv" else paper)
+    return ", ".join(links)
+
+
+def _size(size: Mapping[str, Any] | None) -> str:
+    if not size:
+        return ""
+    side = size["image_size"]
+    macs = f"{size['gmacs']:.2f} GMACs at {side}×{side} (conv and linear layers)"
+    return f"{size['params'] / 1e6:.1f} M parameters, {macs}"
+
+
+def _made_with(software: Mapping[str, Any] | None) -> str:
+    if not software:
+        return ""
+    commit = software.get("commit")
+    return f"timm-uscl {software['timm_uscl']}" + (f" (commit `{commit}`)" if commit else "")
+
+
+def render_model_card(
+    entry: WeightsEntry,
+    arch: str,
+    sha256: str,
+    *,
+    software: Mapping[str, Any] | None = None,
+    size: Mapping[str, Any] | None = None,
+) -> str:
+    """The README.md of an export: metadata, usage, preprocessing, size, data and licences, results, papers.
 
     Only results measured on the file with this ``sha256`` are shown (:func:`timm_uscl.record.results_for`).
     """
@@ -117,4 +149,7 @@ def render_model_card(entry: WeightsEntry, arch: str, sha256: str) -> str:
         mean=entry.mean[0],
         std=entry.std[0],
         size=entry.input_size[-1],
+        papers=_papers(entry.paper_ids),
+        model_size=_size(size),
+        made_with=_made_with(software),
     )

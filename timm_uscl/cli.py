@@ -10,14 +10,16 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from fnmatch import fnmatch
 
 from .archs import stock_architecture
 from .convert import convert, read_state_dict, to_timm_state_dict
 from .download import pull
-from .errors import HubError, USCLError
+from .errors import HubError, UnknownWeightsError, USCLError
 from .export_folder import export
+from .names import TAG_RULE, is_builtin, user_entry
 from .outdir import check_out_dir
-from .store import find_installed
+from .store import find_installed, installed, installed_entry
 from .tensors import WeightsBudget
 from .upload import push
 from .uscl import install
@@ -34,12 +36,19 @@ def _status(entry: WeightsEntry) -> str:
     return "published" if entry.published else "not available"
 
 
+def _yours(pattern: str) -> list[WeightsEntry]:
+    """The user's own installed tags matching ``pattern``, described by their exports' records."""
+    found = installed()
+    return [installed_entry(found[name]) for name in found if not is_builtin(name) and fnmatch(name, pattern)]
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    entries = list_weights(args.filter)
+    entries = list_weights(args.filter) + _yours(args.filter)
     rows = [("name", "status", "input", "mean/std", "licence", "pretraining data")]
     for e in entries:
         data = e.pretrain_data.split(" (")[0].split(",")[0]
-        rows.append((e.name, _status(e), f"{e.input_size[-1]}px", f"{e.mean[0]}/{e.std[0]}", e.license, data))
+        status = _status(e) if is_builtin(e.name) else f"yours, {_status(e)}"
+        rows.append((e.name, status, f"{e.input_size[-1]}px", f"{e.mean[0]}/{e.std[0]}", e.license, data))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -59,19 +68,47 @@ def _announce_overwrite(out: str, overwrite: bool) -> None:
             print(f"--overwrite: these {len(stale)} files of {folder} will be replaced: {', '.join(stale)}")
 
 
+def _entry_of(args: argparse.Namespace, origin: str) -> WeightsEntry | str | None:
+    """``--tag`` with the facts given on the command line: a user name becomes its entry (validated first, before
+    any file is read); a built-in tag stays a name, and the facts flags do not apply to it."""
+    given = {k: getattr(args, k) for k in _FACTS if getattr(args, k) is not None}
+    if args.tag is None or is_builtin(args.tag):
+        if given:
+            raise UnknownWeightsError(
+                f"--{next(iter(given)).replace('_', '-')} describes your own weights; a built-in tag carries its "
+                f"row's facts: name yours with --tag <arch>.<your tag> ({TAG_RULE})"
+            )
+        return args.tag
+    size = given.pop("image_size", None)
+    for key in ("mean", "std"):
+        if key in given:
+            given[key] = (given[key],) * 3
+    pretrain_data = given.pop("data", None)
+    return user_entry(
+        args.tag,
+        origin=origin,
+        input_size=(3, size, size) if size else None,
+        **given,
+        **({"pretrain_data": pretrain_data} if pretrain_data else {}),
+    )
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    budget = WeightsBudget.of(stock_architecture(get_weights(args.tag).arch))
+    entry = _entry_of(args, "trainer")
+    arch = entry.arch if isinstance(entry, WeightsEntry) else get_weights(args.tag).arch
+    budget = WeightsBudget.of(stock_architecture(arch))
     backbone, _, report = to_timm_state_dict(read_state_dict(args.weights, budget), label=args.weights)
     _announce_overwrite(args.out, args.overwrite)
-    out = export(backbone, args.out, args.tag, overwrite=args.overwrite)
+    out = export(backbone, args.out, entry or args.tag, overwrite=args.overwrite, require_builtin_weights=True)
     print(f"exported {args.tag} to {out} ({report.summary()})")
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    entry = _entry_of(args, "converted")
     _announce_overwrite(args.out, args.overwrite)
     report = convert(
-        args.checkpoint, args.out, arch=args.arch, weights=args.tag, keep_head=args.keep_head, overwrite=args.overwrite
+        args.checkpoint, args.out, arch=args.arch, weights=entry, keep_head=args.keep_head, overwrite=args.overwrite
     )
     print(report.summary())
     print(f"wrote export folder {args.out}; load it with timm.create_model('local-dir:{args.out}', pretrained=True)")
@@ -106,6 +143,21 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+_FACTS = ("image_size", "mean", "std", "data", "pretrain_data_license", "license", "recipe")
+
+
+def _add_facts(p: argparse.ArgumentParser) -> None:
+    """What the card of your own weights says (a user --tag only): preprocessing, data and licences."""
+    group = p.add_argument_group("facts of your own weights (the card; a user --tag only)")
+    group.add_argument("--image-size", type=int, help="input size the weights were trained at (default 224)")
+    group.add_argument("--mean", type=float, help="normalisation mean, every channel (default 0.18)")
+    group.add_argument("--std", type=float, help="normalisation std, every channel (default 0.24)")
+    group.add_argument("--data", help="the pretraining data (default: not recorded)")
+    group.add_argument("--data-license", dest="pretrain_data_license", help="the licence terms of that data")
+    group.add_argument("--license", help="licence id of the weights for the Hub (default: unknown)")
+    group.add_argument("--recipe", help="how the weights were made (default: not recorded)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-uscl", description="Ultrasound-pretrained backbones for timm.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -118,23 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a Hub-ready folder from a backbone state dict")
     p.add_argument("weights", help="backbone weights (.safetensors or .pth state dict, timm ResNet keys)")
-    p.add_argument("--tag", required=True, help="weights-table row whose metadata the export carries")
+    p.add_argument("--tag", required=True, help=f"<arch>.<your tag>, e.g. resnet18_uscl.my_run ({TAG_RULE})")
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty --out (listed first)")
+    _add_facts(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("convert", help="convert an original Meta-USCL/USCL checkpoint into an export folder")
     p.add_argument("checkpoint", help="e.g. resnet18_64.pth (Meta-USCL) or best_model.pth (USCL)")
     p.add_argument("--arch", default="resnet18", help="stock timm architecture of the checkpoint (default resnet18)")
-    p.add_argument("--tag", default=None, help="weights-table row (default: from the file name, resnet18_{64,224})")
+    p.add_argument(
+        "--tag",
+        default=None,
+        help="<arch>.<your tag>; default: the authors' built-in tag from the file name (resnet18_{64,224}.pth)",
+    )
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--keep-head", action="store_true", help="save the projection head to projection_head.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty --out (listed first)")
+    _add_facts(p)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("install", help="install an export in the local weights store: load it by tag name, offline")
     p.add_argument("export_dir", help="an export folder (timm-uscl export / convert / pretrain)")
-    p.add_argument("--tag", default=None, help="<arch>.<tag> (default: the tag the export records)")
+    p.add_argument("--tag", default=None, help="<arch>.<tag> (default: the tag the export records; any user tag)")
     p.add_argument("--overwrite", action="store_true", help="replace an installed copy of that tag")
     p.set_defaults(func=_cmd_install)
 

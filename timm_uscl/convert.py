@@ -13,7 +13,7 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from .archs import stock_architecture
 from .errors import CheckpointFormatError
 from .export_folder import export
+from .names import NOT_RECORDED, TAG_RULE, is_builtin, user_entry
 from .tensors import WeightsBudget, check_file_size, safetensors_header
 from .weights import WeightsEntry, get_weights
 
@@ -207,8 +208,9 @@ def convert(
 ) -> ConversionReport:
     """Convert an authors' checkpoint into an export folder (see :func:`timm_uscl.export`).
 
-    ``weights`` names the weights-table row whose metadata (mean/std, input size, licence) the export
-    carries; by default it is inferred from ``resnet18_64.pth``/``resnet18_224.pth`` file names. An existing
+    ``weights`` names the export: a built-in tag of the authors' weights (their checkpoint layout only; by
+    default inferred from ``resnet18_64.pth``/``resnet18_224.pth`` file names), or your own ``<arch>.<tag>``
+    (a name, or a :func:`timm_uscl.names.user_entry` with the preprocessing you trained with). An existing
     non-empty ``out_dir`` is replaced only with ``overwrite`` (then no file of the old export survives).
     """
     path = Path(checkpoint)
@@ -217,12 +219,24 @@ def convert(
         raise CheckpointFormatError(
             f"{path}: cannot tell which pretrained tag this is; pass one of `timm-uscl list` with --tag."
         )
-    entry = get_weights(name) if isinstance(name, str) else name
+    if isinstance(name, str):
+        entry = get_weights(name) if is_builtin(name) else user_entry(name, origin="converted")
+    else:
+        entry = name
     if stock_architecture(entry.arch) != arch:
         raise CheckpointFormatError(
             f"{path}: --arch {arch} does not match the tag {entry.name} (a {stock_architecture(entry.arch)})."
         )
     backbone, head, report = to_timm_state_dict(read_state_dict(path, WeightsBudget.of(arch)), label=str(path))
+    if is_builtin(entry.name) and (entry.origin != "converted" or report.source_format == "timm"):
+        raise CheckpointFormatError(
+            f"{path}: {entry.name} is a built-in tag for the original authors' checkpoint, and this file is "
+            f"{'not one (timm layout)' if entry.origin == 'converted' else 'not what that tag describes'}; name the "
+            f"conversion with your own tag: --tag {entry.arch}.my_weights ({TAG_RULE})"
+        )
+    if not is_builtin(entry.name) and entry.recipe == NOT_RECORDED:
+        recipe = f"converted by timm-uscl convert from {path.name} ({report.source_format} layout)"
+        entry = replace(entry, recipe=recipe)
     extra = {"projection_head.safetensors": head} if keep_head and head else None
     try:
         export(backbone, out_dir, entry, extra_files=extra, overwrite=overwrite)

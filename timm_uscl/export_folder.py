@@ -23,11 +23,14 @@ from safetensors.torch import save_file
 from .archs import pretrained_cfg_for, stock_architecture
 from .cards import render_model_card
 from .checksum import sha256_file
+from .complexity import model_size
 from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError
+from .names import check_builtin_weights, entry_for, is_builtin
 from .outdir import check_out_dir, commit, is_export_file, staging, write_text_atomic
 from .record import RECORD_KEY, entry_from_record, export_record, results_for
 from .tensors import WeightsBudget, check_dtype_kinds, check_finite, safetensors_header
-from .weights import EvalResult, WeightsEntry, get_weights
+from .version import software
+from .weights import EvalResult, WeightsEntry
 
 __all__ = [
     "CONFIG_NAME",
@@ -37,6 +40,7 @@ __all__ = [
     "export_files",
     "check_export",
     "update_card",
+    "set_repo",
 ]
 
 CONFIG_NAME = "config.json"
@@ -91,9 +95,11 @@ def _write_export(stage: Path, model: torch.nn.Module, entry: WeightsEntry, extr
     timm.models.save_for_hf(model, str(stage), safe_serialization=True)
     digest = sha256_file(stage / WEIGHTS_NAME)
     config = json.loads((stage / CONFIG_NAME).read_text())
-    config[RECORD_KEY] = export_record(entry, digest)
+    made_with, size = software(), model_size(model, entry.input_size)._asdict()
+    config[RECORD_KEY] = export_record(entry, digest, software=made_with, size=size)
     (stage / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    (stage / CARD_NAME).write_text(render_model_card(entry, arch=config["architecture"], sha256=digest))
+    card = render_model_card(entry, arch=config["architecture"], sha256=digest, software=made_with, size=size)
+    (stage / CARD_NAME).write_text(card)
     for name, tensors in extras.items():
         save_file(tensors, stage / name)
     return digest
@@ -107,16 +113,20 @@ def export(
     extra_files: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     *,
     overwrite: bool = False,
+    require_builtin_weights: bool = False,
 ) -> Path:
     """Write a Hub-ready folder for ``entry`` from a backbone (module or state dict without its head).
 
-    ``entry`` gives the card's facts (a tag of the weights table, or a row adapted to a run). Its results reach
+    ``entry`` gives the card's facts: a user name ``<arch>.<your tag>`` (validated; facts not recorded are said to
+    be, see :func:`timm_uscl.names.user_entry`), a built-in tag of the weights table (for that tag's own weights:
+    with ``require_builtin_weights``, as on the command line, only weights with the row's recorded sha256), or a
+    row adapted to a run. Its results reach
     the card only when measured on exactly these weights (``results_sha256``); explicit ``results`` that were not
     are refused: evaluate the export, then :func:`update_card`. ``extra_files`` (e.g. the projection head or CMW-Net
     of a training run) are saved beside the weights, never inside them. A non-empty ``out_dir`` is refused unless
     ``overwrite``, which removes exactly the files it held.
     """
-    entry = get_weights(entry) if isinstance(entry, str) else entry
+    entry = entry_for(entry) if isinstance(entry, str) else entry
     if results is not None:
         entry = replace(entry, results=tuple(results))
     arch = stock_architecture(entry.arch)
@@ -127,6 +137,8 @@ def export(
     out, stale = check_out_dir(out_dir, overwrite)
     with staging(out) as stage:
         digest = _write_export(stage, model, entry, extras)
+        if require_builtin_weights and is_builtin(entry.name):
+            check_builtin_weights(entry, digest)
         if results is not None and results_for(entry, digest) != entry.results:
             raise CheckpointFormatError(
                 f"{entry.name}: the results given were not measured on these weights (sha256 {digest}), so the card "
@@ -282,8 +294,29 @@ def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult], me
         raise CheckpointFormatError(f"{folder}: update_card records only results measured by timm-uscl.")
     entry = entry_from_record(config, str(folder / CONFIG_NAME))
     entry = replace(entry, results=_merge(results_for(entry, recorded), new), results_sha256=recorded)
-    config[RECORD_KEY] = export_record(entry, recorded)
+    return _rewrite(folder, config, entry)
+
+
+def _rewrite(folder: Path, config: dict[str, Any], entry: WeightsEntry) -> Path:
+    """config.json's record and README.md from ``entry``, keeping what the export recorded about its making."""
+    block = config[RECORD_KEY]
+    made_with, size = block.get("software"), block.get("size")
+    config[RECORD_KEY] = export_record(entry, block["sha256"], software=made_with, size=size)
     write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     card = folder / CARD_NAME
-    write_text_atomic(card, render_model_card(entry, arch=config["architecture"], sha256=recorded))
+    text = render_model_card(entry, arch=config["architecture"], sha256=block["sha256"], software=made_with, size=size)
+    write_text_atomic(card, text)
     return card
+
+
+def set_repo(export_dir: str | os.PathLike, repo_id: str) -> bool:
+    """Record the Hub repo an export is pushed to, so its card's usage line names that repo; True when changed.
+
+    The weights are untouched (their sha256 stays); config.json's record and README.md are rewritten."""
+    folder = Path(export_dir)
+    config = check_export(folder)
+    entry = entry_from_record(config, str(folder / CONFIG_NAME))
+    if entry.repo_id == repo_id:
+        return False
+    _rewrite(folder, config, replace(entry, hub_repo=repo_id))
+    return True

@@ -47,11 +47,17 @@ def results_digest(sha256: str, rows: Sequence[Mapping[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def export_record(entry: WeightsEntry, sha256: str) -> dict[str, Any]:
-    """The block for an export of ``entry`` whose model.safetensors has ``sha256``."""
+def export_record(
+    entry: WeightsEntry, sha256: str, *, software: Mapping[str, Any] | None, size: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The block for an export of ``entry`` whose model.safetensors has ``sha256``; ``software`` is the timm-uscl
+    that wrote the weights (version, commit), ``size`` their parameters and GMACs at the card's input size (both
+    kept as first written when a card is updated; None for an export written before they were recorded)."""
     results = results_for(entry, sha256)
     rows = [dataclasses.asdict(r) for r in results]
     return {
+        "software": dict(software) if software is not None else None,
+        "size": dict(size) if size is not None else None,
         "format": _FORMAT,
         "name": entry.name,
         "sha256": sha256,

@@ -19,13 +19,24 @@ from pathlib import Path
 from huggingface_hub import constants as hf_constants
 
 from .checksum import sha256_file
-from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError
+from .errors import CheckpointFormatError, ChecksumMismatchError, OutputFolderError, UnknownWeightsError
 from .export_folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, check_export, record_card
+from .names import check_builtin_weights, check_user_name, is_builtin
 from .outdir import check_out_dir, commit, staging
-from .record import RECORD_KEY
-from .weights import WEIGHTS, get_weights
+from .record import RECORD_KEY, entry_from_record
+from .weights import WEIGHTS, WeightsEntry, get_weights
 
-__all__ = ["STORE_ENV", "RECORD_NAME", "Installed", "store_root", "find_installed", "installed", "add", "verified"]
+__all__ = [
+    "STORE_ENV",
+    "RECORD_NAME",
+    "Installed",
+    "store_root",
+    "find_installed",
+    "installed",
+    "installed_entry",
+    "add",
+    "verified",
+]
 
 STORE_ENV = "TIMM_USCL_WEIGHTS"
 RECORD_NAME = "installed.json"
@@ -66,9 +77,29 @@ def find_installed(name: str) -> Installed | None:
         return None
 
 
+def _user_names() -> list[str]:
+    """The valid user names (``<arch>.<tag>``, not built-in) of the store's folders, sorted."""
+    root = store_root()
+    names = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            check_user_name(folder.name)
+        except UnknownWeightsError:
+            continue
+        names.append(folder.name)
+    return names
+
+
 def installed() -> dict[str, Installed]:
-    """Every tag of the weights table with an installed copy."""
-    return {name: found for name in WEIGHTS if (found := find_installed(name)) is not None}
+    """Every installed tag: the weights table's (in table order), then the user's own (sorted)."""
+    names = [*WEIGHTS, *_user_names()]
+    return {name: found for name in names if (found := find_installed(name)) is not None}
+
+
+def installed_entry(found: Installed) -> WeightsEntry:
+    """The card facts of an installed export, from its own record (what ``list`` shows for a user's tag)."""
+    config = json.loads((found.folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    return entry_from_record(config, str(found.folder / CONFIG_NAME))
 
 
 def verified(found: Installed) -> Path:
@@ -87,17 +118,25 @@ def add(export_dir: str | os.PathLike, name: str | None = None, overwrite: bool 
     """Validate an export (:func:`check_export`) and copy it into the store under ``name``; returns its folder.
 
     ``name`` defaults to the tag the export records, and must be that tag when given: the export's card and
-    config describe themselves under it. An installed tag is replaced only with ``overwrite``.
+    config describe themselves under it. Any user tag (``<arch>.<your tag>``) installs; a built-in tag only when
+    the export holds the weights its row describes: the row's recorded sha256, or (before publication) an export
+    of the row itself, not a training run's. An installed tag is replaced only with ``overwrite``.
     """
     source = Path(export_dir)
     config = check_export(source)
-    recorded = config[RECORD_KEY]["name"]
-    entry = get_weights(name or recorded)
-    if entry.name != recorded:
+    block = config[RECORD_KEY]
+    recorded = block["name"]
+    target = name or recorded
+    if not is_builtin(target):
+        check_user_name(target)
+    if target != recorded:
         raise CheckpointFormatError(
-            f"{source}: the export records {recorded}, not {entry.name}; install it with --tag {recorded}, or "
-            f"re-export the weights under {entry.name} (`timm-uscl export ... --tag {entry.name}`)."
+            f"{source}: the export records {recorded}, not {target}; install it with --tag {recorded}, or "
+            f"re-export the weights under {target} (`timm-uscl export ... --tag {target}`)."
         )
+    if is_builtin(recorded) and (get_weights(recorded).sha256 is not None or block["run"]):
+        check_builtin_weights(get_weights(recorded), block["sha256"])
+    entry = get_weights(recorded) if is_builtin(recorded) else entry_from_record(config, str(source / CONFIG_NAME))
     if not overwrite and (found := find_installed(entry.name)) is not None:
         raise OutputFolderError(
             f"{entry.name} is already installed at {found.folder}; pass --overwrite (overwrite=True) to replace it."

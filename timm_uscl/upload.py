@@ -17,7 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .errors import HubError
-from .export_folder import CARD_NAME, CONFIG_NAME, check_export, export_files, record_card
+from .export_folder import CARD_NAME, CONFIG_NAME, check_export, export_files, record_card, set_repo
 from .record import RECORD_KEY
 
 __all__ = ["PushResult", "push", "check_repo_id"]
@@ -80,19 +80,22 @@ def push(
 ) -> PushResult:
     """Validate, then create the repo if needed and upload an export folder (``dry_run``: validate only).
 
-    The README.md uploaded is the card the export's checked record renders
-    (:func:`~timm_uscl.export_folder.record_card`), whatever the folder's README.md says. Only the export's own
-    files are uploaded (:func:`~timm_uscl.export_folder.export_files` refuses anything else in the folder), and a
-    new repo is private unless ``private=False``: publishing weights is a decision, not a default.
+    The export's card and record are first pointed at ``repo_id`` (its usage line then loads from there). The
+    README.md uploaded is the card the export's checked record renders (:func:`~timm_uscl.export_folder.record_card`),
+    whatever the folder's README.md says. Only the export's own files are uploaded
+    (:func:`~timm_uscl.export_folder.export_files` refuses anything else in the folder), and a new repo is private
+    unless ``private=False``: publishing weights is a decision, not a default.
     """
     folder = Path(export_dir)
     check_repo_id(repo_id)
     config = check_export(folder)
     digest = config[RECORD_KEY]["sha256"]
     files = sorted({*export_files(folder), CARD_NAME})
-    card = record_card(config, str(folder / CONFIG_NAME)).encode()  # the record's card, never a hand-edited one
+    record_card(config, str(folder / CONFIG_NAME))  # renders, or refuses, as the push will (a dry run checks it)
     if dry_run:
         return PushResult(repo_id, "", digest, tuple(files), True)
+    set_repo(folder, repo_id)  # the card's usage line names the repo it is pushed to (weights untouched)
+    card = record_card(check_export(folder), str(folder / CONFIG_NAME)).encode()  # the record's, never hand-edited
     operations = [CommitOperationAdd(name, str(folder / name)) for name in files if name != CARD_NAME]
     operations.append(CommitOperationAdd(CARD_NAME, card))
     api = HfApi(library_name="timm-uscl")

@@ -17,14 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import ResNet
 
 from .archs import ARCHITECTURES, ArchSpec, pretrained_cfg_for, stock_architecture
 from .download import fetch_weights
-from .errors import WeightsNotPublishedError
-from .store import Installed, add, find_installed, installed, store_root, verified
-from .weights import WEIGHTS, WeightsEntry, get_weights
+from .errors import UnknownWeightsError, WeightsNotPublishedError
+from .names import DEFAULT_TAGS, check_user_name
+from .store import Installed, add, find_installed, installed, installed_entry, store_root, verified
+from .weights import WEIGHTS, WeightsEntry
 
 __all__ = [
     "ARCHITECTURES",
@@ -53,8 +54,19 @@ def _registry_cfg(entry: WeightsEntry, found: Installed | None) -> dict[str, Any
 
 
 def _default_cfgs() -> dict:
+    """Every table row, then every installed user tag; each architecture's fixed default tag (:data:`DEFAULT_TAGS`)
+    first. timm would promote the first tag WITH weights (an installed one) over even a ``*``-marked default, so the
+    order is set after grouping: the bare name never depends on what happens to be installed."""
     found = installed()
-    return generate_default_cfgs({name: _registry_cfg(entry, found.get(name)) for name, entry in WEIGHTS.items()})
+    cfgs: dict[str, Any] = {name: _registry_cfg(entry, found.get(name)) for name, entry in WEIGHTS.items()}
+    for name, copy in found.items():
+        if name not in WEIGHTS:
+            cfgs[name] = _registry_cfg(installed_entry(copy), copy)
+    grouped = generate_default_cfgs(cfgs)
+    for arch, default in grouped.items():
+        default.tags.remove(DEFAULT_TAGS[arch])
+        default.tags.appendleft(DEFAULT_TAGS[arch])
+    return grouped
 
 
 # Must be defined before the @register_model functions: the decorator reads the module's default_cfgs.
@@ -68,7 +80,23 @@ def _uses_registry_weights(pretrained_cfg: Any, overlay: dict | None) -> bool:
     return not any((overlay or {}).get(k) for k in ("file", "url", "hf_hub_id", "state_dict", "source"))
 
 
-def _weights_source(entry: WeightsEntry, cache_dir: str | os.PathLike | None) -> dict[str, Any]:
+def _entry(name: str) -> WeightsEntry:
+    """A table row, or an installed user tag's facts (its own record); an unknown name says how to get it."""
+    if name in WEIGHTS:
+        return WEIGHTS[name]
+    check_user_name(name)
+    found = find_installed(name)
+    if found is None:
+        known = ", ".join([*WEIGHTS, *(k for k in installed() if k not in WEIGHTS)])
+        raise UnknownWeightsError(
+            f"unknown pretrained tag {name!r}: not built in and not installed in the local weights store "
+            f"({store_root()}); known tags: {known}. If it is your own, install its export first: "
+            f"`timm-uscl install EXPORT` (see `timm-uscl list`)."
+        )
+    return installed_entry(found)
+
+
+def _weights_source(entry: WeightsEntry, cache_dir: str | os.PathLike | None, bare: bool) -> dict[str, Any]:
     """The cfg overlay that makes timm load the tag's verified weights: installed copy first, then the Hub."""
     found = find_installed(entry.name)
     if found is not None:
@@ -76,18 +104,26 @@ def _weights_source(entry: WeightsEntry, cache_dir: str | os.PathLike | None) ->
         return {"file": str(verified(found)), **{k: cfg[k] for k in ("input_size", "pool_size", "mean", "std")}}
     if entry.published:
         return {"file": str(fetch_weights(entry, cache_dir=cache_dir))}
+    default = (
+        f"`{entry.arch}` alone means its default tag {entry.name} (fixed, as in timm; never another installed "
+        f"tag): name the tag you want, `{entry.arch}.<tag>` (see `timm-uscl list`). "
+        if bare
+        else ""
+    )
     raise WeightsNotPublishedError(
-        f"{entry.name}: the weights of this tag are not published on the Hub yet and not installed in the local "
-        f"weights store ({store_root()}), so pretrained=True cannot load them. {entry.how_to_obtain} To load an "
-        f"export by this name (offline too): `timm-uscl install EXPORT --tag {entry.name}`."
+        f"{default}{entry.name}: the weights of this tag are not published on the Hub yet and not installed in the "
+        f"local weights store ({store_root()}), so pretrained=True cannot load them. {entry.how_to_obtain} To load "
+        f"an export by this name (offline too): `timm-uscl install EXPORT --tag {entry.name}`."
     )
 
 
 def _create(arch: str, pretrained: bool, **kwargs: Any) -> ResNet:
+    bare = not kwargs.get("pretrained_cfg")
+    if bare:  # the fixed default tag, whatever timm's registry was rebuilt with
+        kwargs["pretrained_cfg"] = DEFAULT_TAGS[arch]
     if pretrained and _uses_registry_weights(kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")):
-        default = get_pretrained_cfg(arch)
-        tag = kwargs.get("pretrained_cfg") or (default.tag if default is not None else None)  # a tag, or the default
-        source = _weights_source(get_weights(f"{arch}.{tag}"), kwargs.get("cache_dir"))
+        tag = kwargs["pretrained_cfg"]
+        source = _weights_source(_entry(f"{arch}.{tag}"), kwargs.get("cache_dir"), bare)
         kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), **source}
     spec = ARCHITECTURES[arch]
     return build_model_with_cfg(ResNet, arch, pretrained, block=spec.block, layers=spec.layers, **kwargs)
@@ -123,7 +159,8 @@ def install(export_dir: str | os.PathLike, tag: str | None = None, overwrite: bo
     """Install an export into the local weights store, so ``create_model(tag, pretrained=True)`` loads it by name.
 
     The export is validated first (:func:`timm_uscl.export_folder.check_export`); ``tag`` defaults to the one it
-    records. Returns the installed folder. The registry of this process is refreshed at once; other processes see
+    records: a user tag (``<arch>.<your tag>``) of any valid name, or a built-in tag for that tag's own weights.
+    Returns the installed folder. The registry of this process is refreshed at once; other processes see
     the tag when they import timm_uscl.
     """
     folder = add(export_dir, tag, overwrite)

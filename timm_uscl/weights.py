@@ -16,6 +16,8 @@ from .errors import UnknownWeightsError
 
 __all__ = [
     "HUB_NAMESPACE",
+    "DataFacts",
+    "KNOWN_DATA",
     "EvalResult",
     "WeightsEntry",
     "WEIGHTS",
@@ -69,7 +71,7 @@ class WeightsEntry:
     how_to_obtain: str  # shown while the tag is unpublished
     license: str = "mit"
     paper_ids: tuple[str, ...] = (META_USCL_PAPER, USCL_PAPER)
-    hub_repo: str | None = None  # defaults to "timm-uscl/<arch>.<tag>"
+    hub_repo: str | None = None  # defaults to "timm-uscl/<arch>.<tag>"; "" for a user's weights not pushed yet
     revision: str | None = None  # 40-hex commit, pinned when published
     filename: str = "model.safetensors"
     sha256: str | None = None
@@ -86,7 +88,7 @@ class WeightsEntry:
 
     @property
     def repo_id(self) -> str:
-        return self.hub_repo or f"{HUB_NAMESPACE}/{self.name}"
+        return self.hub_repo if self.hub_repo is not None else f"{HUB_NAMESPACE}/{self.name}"
 
     @property
     def pinned_repo_id(self) -> str:
@@ -99,9 +101,33 @@ _COVID_BLUES = (
     "streamed from the Hub dataset jannisborn/COVID-BLUES"
 )
 _COVID_BLUES_LICENSE = (
-    "CC BY-NC-ND 4.0: non-commercial, and the weights inherit that restriction. Whether trained weights are an "
-    "adaptation under the no-derivatives term is unresolved: clear it with the data owners before pushing"
+    "CC BY-NC-ND 4.0 (attribution, non-commercial, no derivatives): the weights inherit the non-commercial term, and "
+    "whether trained weights are an adaptation under the no-derivatives term is unresolved: clear it with the data "
+    "owners before sharing them"
 )
+# The Hub licence id of weights trained on COVID-BLUES: the data's own terms, stated as they are (not plain
+# cc-by-nc-4.0, which would drop the no-derivatives term without a word).
+COVID_BLUES_WEIGHTS_LICENSE = "cc-by-nc-nd-4.0"
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a card says about a known pretraining dataset: its description, its licence terms as they are, and the
+    Hub licence id of weights trained on it."""
+
+    hub_id: str
+    description: str
+    license_terms: str
+    weights_license: str
+
+
+# Datasets whose terms the project knows; a trainer run on any other data says its licence was not checked.
+KNOWN_DATA: dict[str, DataFacts] = {
+    "jannisborn/COVID-BLUES": DataFacts(
+        "jannisborn/COVID-BLUES", _COVID_BLUES, _COVID_BLUES_LICENSE, COVID_BLUES_WEIGHTS_LICENSE
+    ),
+}
+
 _US4 = "US-4 (Butterfly, CLUST, Liver Fibrosis, COVID19-LUSMS; 1051 videos) - the authors' private corpus"
 _US4_LICENSE = "not released (only Butterfly is public); weights are MIT per the authors' repository"
 _OWN = (
@@ -183,7 +209,7 @@ def _own(
         pretrain_data_license=_COVID_BLUES_LICENSE,
         origin="trainer",
         how_to_obtain=_OWN,
-        license="cc-by-nc-4.0",
+        license=COVID_BLUES_WEIGHTS_LICENSE,
         datasets=("jannisborn/COVID-BLUES",),
         results=results,
     )

@@ -20,6 +20,10 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from timm_uscl.archs import ARCHITECTURES
+from timm_uscl.errors import UnknownWeightsError
+from timm_uscl.names import check_user_tag
+
 from .data.config import DataConfig
 from .errors import ConfigError
 
@@ -87,7 +91,8 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps in total (0: run all epochs)
     log_every: int = 10  # steps between metrics lines; loss values reach the host only here and at checkpoints
     tensorboard: bool = False
-    export_tag: str = "resnet18_uscl.metauscl_covidblues_64"  # weights-table row the final export describes
+    # the export's user tag (the part after "<arch>."; rule: timm_uscl.names.TAG_RULE); None: the run folder's name
+    export_tag: str | None = None
     # online evaluation: frozen-feature kNN + linear probe on a labelled set every `online_every` epochs
     online_eval: str | None = None  # None (off) | a built-in task name (pocus, covid_blues, busi) | a --task-dir folder
     online_every: int = 5
@@ -136,15 +141,17 @@ class TrainConfig:
                 not (self.meta and self.data.meta_fraction <= 0),
                 "meta=true needs meta_fraction > 0 (the held-out meta split)",
             ),
-            (
-                self.export_tag.split(".")[0] == self.arch,
-                f"export_tag {self.export_tag!r} describes another architecture than arch={self.arch!r}; "
-                f"pick a tag of {self.arch} (see `timm-uscl list`)",
-            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid config: {message}")
+        if self.arch not in ARCHITECTURES:  # the export is named <arch>.<tag> in the plugin's registry
+            raise ConfigError(f"invalid config: arch must be one of {', '.join(ARCHITECTURES)}, not {self.arch!r}")
+        if self.export_tag is not None:
+            try:
+                check_user_tag(self.export_tag, "export_tag")
+            except UnknownWeightsError as err:
+                raise ConfigError(f"invalid config: {err} (the tag alone: arch names the architecture)") from None
         return self
 
 
@@ -167,7 +174,9 @@ def _accepts(kind: Any, value: Any) -> bool:
 
 def _coerce(key: str, value: Any) -> Any:
     kind = _TYPES[key]
-    if isinstance(value, str) and kind is not str:  # "true", "3e-4", "null", "{probe: convex}" from the CLI
+    # "true", "3e-4", "null", "{probe: convex}" from the CLI; an empty text stays text where text is allowed (an
+    # empty --export-tag is refused by the validation, not read as null: null is spelled null)
+    if isinstance(value, str) and kind is not str and not (value == "" and _accepts(kind, value)):
         try:
             parsed = float(value) if kind is float else yaml.safe_load(value)  # YAML reads "1e-3" as a string
         except (ValueError, yaml.YAMLError):

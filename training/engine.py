@@ -42,15 +42,15 @@ from .config import TrainConfig, data_config, save_config
 from .data import PairBatch
 from .data.module import PairDataModule
 from .data.store import corpus_digest
-from .data.store_module import StoreDataModule, data_module
+from .data.store_module import StoreDataModule, batch_sizes, data_module
 from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
 from .meta import MetaStepConfig, StepGraphs, StepOutput, cmw_optimizer, meta_step, plain_step
 from .model import CMWNet, ContrastiveModel
-from .monitor import Metrics, plot_run, read_records
+from .monitor import PLOT_INTERVAL_S, Metrics, check_reporting, duration, plot_run, read_records
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .provenance import environment
-from .run_export import export_run
+from .run_export import export_run, run_name
 from .run_folder import RunFolder, check_resume_config, claim_run_folder
 from .runtime import resolve_precision, resolve_threads
 
@@ -67,6 +67,10 @@ __all__ = [
     "finish_run",
     "evaluate_online",
     "build_online_evaluator",
+    "start_banner",
+    "epoch_line",
+    "planned_steps",
+    "refresh_plots",
 ]
 
 log = logging.getLogger(__name__)
@@ -486,9 +490,14 @@ def _log_point(run: RunState, out: StepOutput, epoch: int, clock: _EpochClock, m
         record["meta_loss"] = out.meta_loss.item()
     if out.weights is not None:
         record["weight_mean"] = out.weights.float().mean().item()
+    eta = metrics.eta(run.step)
+    record["elapsed_s"] = round(metrics.elapsed(), 1)
+    if eta is not None:
+        record["eta_s"] = round(eta, 1)  # the whole run's, not this epoch's
     metrics.log(record)
     if bar is not None:
         bar.set_postfix(
+            run_eta=duration(eta) if eta is not None else "?",
             loss=f"{run.loss_value:.3f}",
             lr=f"{record['lr']:.3g}",
             pairs_s=f"{record['pairs_per_s']:.1f}",
@@ -532,6 +541,7 @@ def train_one_epoch(run: RunState, epoch: int, metrics: Metrics, progress: bool 
             bar.update(1)
         if at_checkpoint:
             save_run_checkpoint(run, epoch)
+            refresh_plots(run, metrics)
         if config.max_steps and run.step >= config.max_steps:
             done = True
             break
@@ -571,6 +581,7 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
         if (run.out_dir / "metrics.jsonl").exists():
             plot_run(run.out_dir, dict(metrics.weights))
         summary = {
+            "wall_s": round(metrics.elapsed(), 1),  # this process, from the first step to the summary
             "epochs": run.epoch,  # completed; fewer than planned when max_steps stopped the run
             "epochs_planned": run.config.epochs,
             "steps": run.step,
@@ -596,6 +607,7 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
 
     ``config.out_dir`` must be free, or hold this run (``resume=True``), or be given up (``overwrite=True``: the
     previous run's files are listed in the log, then removed); see :mod:`.run_folder`."""
+    check_reporting(tensorboard=config.tensorboard, progress=progress)  # before anything is claimed or built
     online = build_online_evaluator(config)
     device = _device(config)
     _init_distributed(device)
@@ -611,6 +623,9 @@ def pretrain(config: TrainConfig, resume: bool = False, progress: bool = True, o
         if run.rank == 0:  # only now: a refused resume leaves the run's config.yaml as it was
             save_config(run.config, run.out_dir / "config.yaml")
         metrics = Metrics(run.out_dir, run.rank == 0, config.tensorboard)
+        metrics.plan(first_step=run.step, total_steps=planned_steps(run))
+        if run.rank == 0:
+            log.info("%s", start_banner(run))
         try:
             _train(run, metrics, progress)
         finally:
@@ -642,9 +657,79 @@ def _train(run: RunState, metrics: Metrics, progress: bool) -> None:
     for epoch in range(run.epoch, run.config.epochs):
         stopped = train_one_epoch(run, epoch, metrics, progress)
         evaluate_online(run, epoch, metrics, last=stopped or epoch + 1 == run.config.epochs)
+        if not progress and run.rank == 0:
+            log.info("%s", epoch_line(run, epoch, metrics))
         if stopped:
             save_run_checkpoint(run, epoch)
+            refresh_plots(run, metrics)
             return
         run.scheduler.step()
         run.epoch = epoch + 1  # epochs completed (what the summary and the export's card report)
         save_run_checkpoint(run, epoch + 1)
+        refresh_plots(run, metrics)
+
+
+# ---------------------------------------------------------------------------------------------------- watching
+
+
+def steps_per_epoch(run: RunState) -> int | None:
+    """Steps of one epoch: the frame store's batches (every video, the remainder last), or the stream's full batches
+    per rank; None when the source's size is not known up front (a streamed Hub dataset)."""
+    if isinstance(run.data, StoreDataModule):
+        return len(batch_sizes(run.data.rank_videos, run.config.data.batch_size))
+    videos = run.data.num_videos
+    return videos // (run.config.data.batch_size * run.world) if videos else None
+
+
+def planned_steps(run: RunState) -> int:
+    """The whole run's steps (epochs x steps per epoch, capped by ``max_steps``); 0 when unknown."""
+    per_epoch = steps_per_epoch(run)
+    total = per_epoch * run.config.epochs if per_epoch else 0
+    cap = run.config.max_steps
+    return min(total, cap) if total and cap else total or cap
+
+
+def start_banner(run: RunState) -> str:
+    """What a run is about to do, logged once at its start: what data was found, how many steps, the model's size,
+    where and how it runs. A wrong path, size or device shows here, not hours later."""
+    config, data = run.config, run.config.data
+    meta = run.data.num_meta_videos
+    per_epoch, total = steps_per_epoch(run), planned_steps(run)
+    params = sum(p.numel() for p in run.core.parameters())
+    cmw = sum(p.numel() for p in run.cmw.parameters()) if run.cmw is not None else 0
+    precision = "bf16 autocast" if config.precision == "bf16" else config.precision
+    start = f", resuming at epoch {run.epoch + 1}, step {run.step}" if run.step else ""
+    return (
+        f"pretrain {config.preset} -> {run.out_dir} (export {run_name(config)}): data {data.source}: "
+        f"{run.data.num_videos if run.data.num_videos is not None else 'unknown number of'} training videos"
+        f"{f', {meta} meta videos' if meta else ''}, {type(run.data).__name__}; "
+        f"{per_epoch if per_epoch is not None else '?'} steps/epoch x {config.epochs} epochs = "
+        f"{total or '?'} steps{' (max_steps)' if config.max_steps and total == config.max_steps else ''}{start}; "
+        f"batch {data.batch_size} videos x {run.world} process(es), {data.image_size}px; "
+        f"{config.arch} {params / 1e6:.2f} M parameters{f' + CMW-Net {cmw}' if cmw else ''}; "
+        f"device {run.device}, {precision}, {torch.get_num_threads()} threads"
+    )
+
+
+def epoch_line(run: RunState, epoch: int, metrics: Metrics) -> str:
+    """One line per epoch (``--no-progress``): progress, loss, throughput, elapsed time and the whole run's ETA."""
+    last, eta = metrics.last, metrics.eta(run.step)
+    total = f"/{metrics.total_steps}" if metrics.total_steps else ""
+    scores = "".join(f", {k} {v:.3f}" for k, v in run.online_scores.items())
+    loss = f"{last['loss']:.4f}" if isinstance(last.get("loss"), float) else "n/a"
+    return (
+        f"epoch {epoch + 1}/{run.config.epochs}: step {run.step}{total}, loss {loss}, lr {last.get('lr', 0):.3g}, "
+        f"{last.get('pairs_per_s', 0):.1f} pairs/s, data wait {100 * last.get('data_wait', 0):.0f}%{scores}; "
+        f"elapsed {duration(metrics.elapsed())}, run ETA {duration(eta) if eta is not None else '?'}"
+    )
+
+
+def refresh_plots(run: RunState, metrics: Metrics) -> None:
+    """Redraw ``plots/`` from metrics.jsonl (rank 0, at a checkpoint), so a running job's curves can be watched; at
+    most every :data:`PLOT_INTERVAL_S` seconds, as drawing costs about a second (a GPU run checkpoints often)."""
+    if run.rank != 0 or not (run.out_dir / "metrics.jsonl").exists():
+        return
+    if metrics.plotted_at is not None and metrics.elapsed() - metrics.plotted_at < PLOT_INTERVAL_S:
+        return
+    plot_run(run.out_dir, dict(metrics.weights))
+    metrics.plotted_at = metrics.elapsed()

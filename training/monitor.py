@@ -1,17 +1,45 @@
 """What a run reports: ``metrics.jsonl`` lines (rank 0), optional TensorBoard scalars, the CMW-Net weights per data
-source, and the plots drawn from them at the end (loss, lr, CMW weight histograms)."""
+source, the plots drawn from them (loss, lr, CMW weight histograms; refreshed at every checkpoint, so a long run can
+be watched), and the whole run's elapsed time and ETA."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from timm_uscl.errors import USCLError
 
-__all__ = ["Metrics", "plot_run", "read_records"]
+__all__ = ["Metrics", "plot_run", "read_records", "check_reporting", "duration", "PLOT_INTERVAL_S"]
+
+PLOT_INTERVAL_S = 60.0  # plots/ is redrawn at a checkpoint at most this often while a run goes
+
+
+def check_reporting(*, tensorboard: bool, progress: bool) -> None:
+    """Every optional package the run's reporting will import, imported now: a missing one is reported before the
+    run folder is claimed (so the corrected command is not refused as a rerun), not after the training."""
+    needed = [("matplotlib", "the plots", "matplotlib")]
+    if tensorboard:
+        needed.append(("torch.utils.tensorboard", "tensorboard=true", "tensorboard"))
+    if progress:
+        needed.append(("tqdm", "the progress bar (or pass --no-progress)", "tqdm"))
+    for module, what, package in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise USCLError(f"{what} needs the {package} package: pip install {package}; nothing was written") from err
+
+
+def duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s``, ``42s``: a log line's elapsed time or ETA."""
+    seconds = max(int(round(seconds)), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -36,18 +64,38 @@ class Metrics:
 
     def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool) -> None:
         self.enabled = enabled
+        self.out_dir = out_dir
         self.path = out_dir / "metrics.jsonl"
         self.weights: dict[str, list[float]] = defaultdict(list)
+        self.last: dict[str, Any] = {}  # the latest step record (what the per-epoch log line reports)
+        self.started = time.perf_counter()  # this process's start of training (wall time, ETA)
+        self.first_step = 0  # the step training started from (after a resume)
+        self.total_steps = 0  # the steps the whole run will take (0: unknown)
+        self.plotted_at: float | None = None  # elapsed() when plots/ was last drawn during the run
         self.writer = None
         if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise USCLError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
+            from torch.utils.tensorboard import SummaryWriter  # present: check_reporting ran before the run began
 
             self.writer = SummaryWriter(str(out_dir / "tensorboard"))
 
+    def plan(self, *, first_step: int, total_steps: int) -> None:
+        """Start the run's clock: steps are counted from ``first_step`` towards ``total_steps`` (the whole run)."""
+        self.started, self.first_step, self.total_steps = time.perf_counter(), first_step, total_steps
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def eta(self, step: int) -> float | None:
+        """Seconds left for the whole run, at this process's pace so far; None before the first step or when the
+        run's length is unknown."""
+        done = step - self.first_step
+        if done <= 0 or not self.total_steps:
+            return None
+        return self.elapsed() / done * max(self.total_steps - step, 0)
+
     def log(self, record: dict[str, Any]) -> None:
+        if "loss" in record:
+            self.last = record
         if not self.enabled:
             return
         with self.path.open("a") as handle:  # NaN/inf (a diverging online probe) as null: the file stays JSON

@@ -41,6 +41,7 @@ RUN_FILES = (CHECKPOINT_NAME, "config.yaml", "metrics.jsonl", "summary.json", "p
 
 RESUMABLE_KEYS = frozenset(
     {"out_dir", "max_steps", "log_every", "checkpoint_every", "tensorboard", "num_workers", "timeout", "cache_dir"}
+    | {"export_tag"}  # the export's name, not what it holds
     | {"online_eval", "online_every", "online_frames", "online_max_items", "online_data_root"}
     | {"store_budget_mb", "store_file", "decoder"}  # where and how frames are held (the same frames)
     | {"device", "graphs", "compile", "channels_last", "hypergrad", "threads"}  # how the same steps execute

@@ -16,20 +16,11 @@ import pytest
 import timm
 import torch
 
+from runs import TINY
 from timm_uscl.training.checkpoint import CHECKPOINT_NAME, load_training_state
 from timm_uscl.training.config import load_config
 from timm_uscl.training.engine import TrainingDivergedError, lr_factor, pretrain
 
-TINY = {
-    "image_size": 32,
-    "batch_size": 3,
-    "num_workers": 0,
-    "meta_batch_size": 2,
-    "meta_fraction": 0.2,
-    "checkpoint_every": 1,
-    "log_every": 1,
-    "cache_dir": None,
-}
 TINY_CLI = [
     "--image-size",
     "32",

@@ -24,6 +24,7 @@ _FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
     "online_eval": "online_eval",
     "precision": "precision",
     "threads": "threads",
+    "export_tag": "export_tag",
 }
 
 
@@ -47,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--arch", help="timm architecture of the backbone (default resnet18_uscl)")
     p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--export-tag",
+        metavar="TAG",
+        help="your name for the export, <arch>.TAG (a-z, 0-9, _ and -; default: the --out folder's name)",
+    )
     p.add_argument(
         "--online-eval",
         metavar="TASK|DIR",
@@ -72,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace the run already in --out (its files are listed, then removed)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar: one log line per epoch (loss, pairs/s, run ETA)"
+    )
     p.set_defaults(func=_run)
 
 
