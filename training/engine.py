@@ -193,12 +193,12 @@ def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
     return OnlineEvaluator(
         config.online_eval,
         data_root=config.online_data_root,
-        image_size=config.image_size,
+        image_size=config.data.image_size,
         frames_per_video=config.online_frames,
         max_items=config.online_max_items,
-        mean=config.mean,
-        std=config.std,
-        seed=config.seed,
+        mean=config.data.mean,
+        std=config.data.std,
+        seed=config.data.seed,
     )
 
 
@@ -212,7 +212,7 @@ def build_run(
     rank, world = dist.rank(), dist.world_size()
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    torch.manual_seed(config.data.seed)  # identical initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     core = ContrastiveModel(config.arch, feat_dim=config.proj_dim, init=config.init).to(device)
@@ -451,7 +451,7 @@ def _progress_bar(run: RunState, epoch: int, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
     videos = run.data.num_videos
-    total = videos // (run.config.batch_size * run.world) if videos else None
+    total = videos // (run.config.data.batch_size * run.world) if videos else None
     return tqdm(desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="step", dynamic_ncols=True, total=total)
 
 

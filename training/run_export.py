@@ -38,8 +38,8 @@ def _recipe(config: TrainConfig) -> str:
     optimiser = f"{config.optimizer} lr {config.lr:g}, weight decay {config.weight_decay:g}"
     meta = f"CMW-Net meta-weighting every {config.meta_interval} step(s)" if config.meta else "no meta-weighting"
     return (
-        f"preset {config.preset}: {config.pair_type} pairs, {meta}, {optimiser}, schedule {config.schedule} "
-        f"({config.warmup_epochs} warm-up epochs), batch {config.batch_size} videos, "
+        f"preset {config.preset}: {config.data.pair_type} pairs, {meta}, {optimiser}, schedule {config.schedule} "
+        f"({config.warmup_epochs} warm-up epochs), batch {config.data.batch_size} videos, "
         f"NT-Xent tau {config.temperature:g}; timm-uscl trainer"
     )
 
@@ -48,10 +48,10 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None, epochs_done: 
     """The card facts of this run's export: the ``export_tag`` row's architecture and tag, everything else the run's
     (``epochs_done``: epochs completed, when ``max_steps`` stopped the run before ``config.epochs``)."""
     row = get_weights(config.export_tag)
-    sources = [config.source] if isinstance(config.source, str) else list(config.source)
+    sources = [config.data.source] if isinstance(config.data.source, str) else list(config.data.source)
     table_data = all(_is_table_data(s, row.datasets) for s in sources)
     data = row.pretrain_data if table_data else ", ".join(sources)
-    size = config.image_size
+    size = config.data.image_size
     done = config.epochs if epochs_done is None else epochs_done
     stopped = "" if done == config.epochs else f" of {config.epochs} planned (stopped by max_steps)"
     facts = (
@@ -64,7 +64,7 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None, epochs_done: 
         ("BatchNorm batches", config.bn_views),
         ("precision", config.precision),  # resolved (fp32 or bf16 autocast): what the steps computed in
         ("data path", "frame store" if config.data.store in ("device", "host") else "streamed from the files"),
-        ("seed", str(config.seed)),
+        ("seed", str(config.data.seed)),
         ("commit", commit or "unknown (not a git checkout)"),
     )
     return dataclasses.replace(
@@ -74,8 +74,8 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None, epochs_done: 
             f"{', '.join(sources)} at {size}px: {done} epochs{stopped}, {steps} steps"
         ),
         input_size=(3, size, size),
-        mean=(config.mean,) * 3,
-        std=(config.std,) * 3,
+        mean=(config.data.mean,) * 3,
+        std=(config.data.std,) * 3,
         recipe=_recipe(config),
         pretrain_data=data,
         datasets=row.datasets if table_data else (),

@@ -99,6 +99,7 @@ def _spawn(args: argparse.Namespace) -> int:
     base += ["--data-root", args.data_root, "--epochs", str(args.epochs), "--image-size", str(args.image_size)]
     base += ["--precision", args.precision, "--device", args.device, "--online-every", str(args.online_every)]
     base += ["--threads", str(threads), "--jobs", "1", *(["--stages", *args.stages] if args.stages else [])]
+
     def pinned(mine: set[int]) -> Callable[[], None]:
         return lambda: os.sched_setaffinity(0, mine)
 
