@@ -26,7 +26,9 @@ def test_the_sdist_declares_mit_by_spdx_and_carries_everything_its_tests_import(
     assert proc.returncode == 0, proc.stderr[-2000:]
     with tarfile.open(tmp_path / "dist" / proc.stdout.strip().splitlines()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-        pkg_info = sdist.extractfile(next(n for n in sdist.getnames() if n.endswith("/PKG-INFO"))).read().decode()
+        pkg_file = sdist.extractfile(next(n for n in sdist.getnames() if n.endswith("/PKG-INFO")))
+        assert pkg_file is not None
+        pkg_info = pkg_file.read().decode()
     assert {
         "LICENSE",
         "tests/conftest.py",
