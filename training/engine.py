@@ -39,8 +39,7 @@ from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
 from .config import TrainConfig, data_config, save_config
 from .data import PairBatch
-from .data.module import PairDataModule
-from .data.store_module import StoreDataModule, data_module
+from .data.datamodule import DataModule, data_module, store_taken
 from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
 from .meta import MetaStepConfig, StepGraphs, StepOutput, cmw_optimizer, meta_step, plain_step
@@ -96,7 +95,7 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     cmw_opt: torch.optim.Optimizer | None
     step_cfg: MetaStepConfig
-    data: PairDataModule | StoreDataModule  # the stream, or the frame store (DataConfig.store)
+    data: DataModule  # the stream, or the frame store (DataConfig.store)
     epoch: int = 0
     step: int = 0
     loss_value: float = float("nan")  # the last loss read on the host (at a log point)
@@ -177,12 +176,11 @@ def resolve_runtime(config: TrainConfig, device: torch.device) -> TrainConfig:
     return dataclasses.replace(config, precision=precision.name)
 
 
-def _resolved_store(config: TrainConfig, data: PairDataModule | StoreDataModule) -> TrainConfig:
+def _resolved_store(config: TrainConfig, data: DataModule) -> TrainConfig:
     """``store: auto`` recorded as the path taken (``device``: the frame store, ``off``: the stream)."""
     if config.data.store != "auto":
         return config
-    store = "off" if isinstance(data, PairDataModule) else "device"
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, store=store))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, store=store_taken(data)))
 
 
 def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
