@@ -204,7 +204,7 @@ def run(size: int, args: argparse.Namespace) -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the trainer; the warm-up rounds absorb the tuning
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    base = ContrastiveModel(args.model).to(device, memory_format=fmt)
+    base = ContrastiveModel(args.model).to(device).to(memory_format=fmt)
     base_cmw = CMWNet(2 * base.num_features).to(device)
 
     def batch() -> torch.Tensor:

@@ -238,7 +238,7 @@ def test_export_config_has_timms_save_for_hf_layout_with_model_args(tmp_path):
     assert ours["pretrained_cfg"]["mean"] == [0.18] * 3 and ours["pretrained_cfg"]["tag"] == "metauscl_us4_64"
     assert ours["timm_uscl"]["name"] == TAG
     gray = timm.create_model(f"local-dir:{tmp_path / 'ours'}", pretrained=True, in_chans=1)
-    assert gray.conv1.weight.shape[1] == 1
+    assert gray.get_parameter("conv1.weight").shape[1] == 1
 
 
 def test_overwrite_never_deletes_files_an_export_does_not_write(tmp_path):

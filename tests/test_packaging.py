@@ -32,7 +32,9 @@ def test_the_licence_file_is_mit_for_the_timm_uscl_developers():
 def test_the_sdist_declares_mit_by_spdx_and_carries_everything_its_tests_import(tmp_path):
     with tarfile.open(_build("sdist", tmp_path)) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-        pkg_info = sdist.extractfile(next(n for n in sdist.getnames() if n.endswith("/PKG-INFO"))).read().decode()
+        pkg_file = sdist.extractfile(next(n for n in sdist.getnames() if n.endswith("/PKG-INFO")))
+        assert pkg_file is not None
+        pkg_info = pkg_file.read().decode()
     assert {
         "LICENSE",
         "tests/conftest.py",

@@ -19,6 +19,7 @@ from timm_uscl.checksum import sha256_file
 from timm_uscl.cli import main as cli
 from timm_uscl.convert import read_state_dict
 from timm_uscl.names import DEFAULT_TAGS, TAG_RULE, check_user_name, safe_tag
+from timm_uscl.tensors import WeightsBudget
 from timm_uscl.version import package_version
 
 MINE = "resnet18_uscl.my_lung_run"
@@ -104,7 +105,7 @@ def test_a_builtin_tag_on_other_weights_is_refused_with_the_rule_and_nothing_is_
 
 
 def test_a_builtin_tag_is_accepted_for_exactly_its_published_weights(weights_file, tmp_path, capsys, monkeypatch):
-    first = timm_uscl.export(read_state_dict(weights_file), tmp_path / "probe", BUILTIN)
+    first = timm_uscl.export(read_state_dict(weights_file, WeightsBudget.of("resnet18")), tmp_path / "probe", BUILTIN)
     digest = sha256_file(first / "model.safetensors")
     monkeypatch.setitem(WEIGHTS, BUILTIN, replace(WEIGHTS[BUILTIN], sha256=digest))
     code, _, err = _cli(capsys, "export", str(weights_file), "--tag", BUILTIN, "--out", str(tmp_path / "export"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatch
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .errors import UnknownWeightsError
 
@@ -149,53 +149,64 @@ _CPU_BUDGET = "measured: scripts/reproduce.sh at the CPU budget (20 pretraining 
 _EVAL = ", 5 folds, 64px, 5 epochs, epoch by final"
 
 
-def _cpu_results(pocus_ft, pocus_linear, busi_ft, busi_linear, busi_dice) -> tuple[EvalResult, ...]:
-    """(mean, std) over folds of the reproduction at the CPU budget (video-level accuracy for POCUS)."""
-    rows = (
-        (
-            "POCUS convex 3-class, 112 videos, 5 patient-grouped folds",
-            "pocus",
-            "accuracy",
-            pocus_ft,
-            "fine-tune last block",
-        ),
-        (
-            "POCUS convex 3-class, 112 videos, 5 patient-grouped folds",
-            "pocus",
-            "accuracy",
-            pocus_linear,
-            "linear probe",
-        ),
-        (
-            "BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster",
-            "busi",
-            "accuracy",
-            busi_ft,
-            "fine-tune all",
-        ),
-        (
-            "BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster",
-            "busi",
-            "accuracy",
-            busi_linear,
-            "linear probe",
-        ),
-        (
-            "BUSI lesion segmentation (U-Net), 780 images, 5 grouped folds",
-            "busi_seg",
-            "dice",
-            busi_dice,
-            "U-Net fine-tune",
-        ),
-    )
+class _Score(NamedTuple):
+    """A measured figure over folds."""
+
+    mean: float
+    std: float
+
+
+class _Benchmark(NamedTuple):
+    """One column of the CPU-budget benchmark: what was measured, how."""
+
+    task: str
+    dataset: str
+    metric: str
+    protocol: str
+
+
+_POCUS = "POCUS convex 3-class, 112 videos, 5 patient-grouped folds"
+_BUSI = "BUSI 3-class, 780 images, 5 folds grouped by near-duplicate cluster"
+
+
+class _CpuResults(NamedTuple):
+    """The reproduction at the CPU budget, one ``_Score`` per benchmark column (video-level accuracy for
+    POCUS); what each column measures is in ``_BENCHMARKS``."""
+
+    pocus_ft: _Score
+    pocus_linear: _Score
+    busi_ft: _Score
+    busi_linear: _Score
+    busi_dice: _Score
+
+
+_BENCHMARKS: dict[str, _Benchmark] = {  # _CpuResults' columns: what each one measures
+    "pocus_ft": _Benchmark(_POCUS, "pocus", "accuracy", "fine-tune last block"),
+    "pocus_linear": _Benchmark(_POCUS, "pocus", "accuracy", "linear probe"),
+    "busi_ft": _Benchmark(_BUSI, "busi", "accuracy", "fine-tune all"),
+    "busi_linear": _Benchmark(_BUSI, "busi", "accuracy", "linear probe"),
+    "busi_dice": _Benchmark(
+        "BUSI lesion segmentation (U-Net), 780 images, 5 grouped folds", "busi_seg", "dice", "U-Net fine-tune"
+    ),
+}
+
+
+def _cpu_results(scores: _CpuResults) -> tuple[EvalResult, ...]:
+    columns = [(_BENCHMARKS[name], score) for name, score in scores._asdict().items()]
     return tuple(
-        EvalResult(task, data, metric, mean, std, protocol + _EVAL, _CPU_BUDGET)
-        for task, data, metric, (mean, std), protocol in rows
+        EvalResult(b.task, b.dataset, b.metric, s.mean, s.std, b.protocol + _EVAL, _CPU_BUDGET) for b, s in columns
     )
 
 
 def _own(
-    arch: str, method: str, size: int, recipe: str, mean, std, results: tuple[EvalResult, ...] = ()
+    arch: str,
+    method: str,
+    size: int,
+    *,
+    recipe: str,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    results: tuple[EvalResult, ...] = (),
 ) -> WeightsEntry:
     return WeightsEntry(
         arch=arch,
@@ -291,36 +302,61 @@ _ROWS: tuple[WeightsEntry, ...] = (
         "resnet18_uscl",
         "metauscl",
         64,
-        _METAUSCL_RECIPE,
-        METAUSCL_MEAN,
-        METAUSCL_STD,
-        _cpu_results(
-            (0.57154, 0.09656), (0.66838, 0.19018), (0.64615, 0.02373), (0.59231, 0.02424), (0.43907, 0.04547)
+        recipe=_METAUSCL_RECIPE,
+        mean=METAUSCL_MEAN,
+        std=METAUSCL_STD,
+        results=_cpu_results(
+            _CpuResults(
+                pocus_ft=_Score(0.57154, 0.09656),
+                pocus_linear=_Score(0.66838, 0.19018),
+                busi_ft=_Score(0.64615, 0.02373),
+                busi_linear=_Score(0.59231, 0.02424),
+                busi_dice=_Score(0.43907, 0.04547),
+            )
         ),
     ),
     _own(
         "resnet18_uscl",
         "uscl",
         64,
-        _USCL_RECIPE,
-        USCL_MEAN,
-        USCL_STD,
-        _cpu_results(
-            (0.60751, 0.06210), (0.73162, 0.11691), (0.65128, 0.00731), (0.51410, 0.01891), (0.48721, 0.04778)
+        recipe=_USCL_RECIPE,
+        mean=USCL_MEAN,
+        std=USCL_STD,
+        results=_cpu_results(
+            _CpuResults(
+                pocus_ft=_Score(0.60751, 0.06210),
+                pocus_linear=_Score(0.73162, 0.11691),
+                busi_ft=_Score(0.65128, 0.00731),
+                busi_linear=_Score(0.51410, 0.01891),
+                busi_dice=_Score(0.48721, 0.04778),
+            )
         ),
     ),
     _own(
         "resnet18_uscl",
         "simclr",
         64,
-        _SIMCLR_RECIPE,
-        METAUSCL_MEAN,
-        METAUSCL_STD,
-        _cpu_results(
-            (0.54466, 0.05622), (0.71462, 0.12664), (0.66154, 0.01944), (0.58333, 0.05068), (0.44460, 0.03813)
+        recipe=_SIMCLR_RECIPE,
+        mean=METAUSCL_MEAN,
+        std=METAUSCL_STD,
+        results=_cpu_results(
+            _CpuResults(
+                pocus_ft=_Score(0.54466, 0.05622),
+                pocus_linear=_Score(0.71462, 0.12664),
+                busi_ft=_Score(0.66154, 0.01944),
+                busi_linear=_Score(0.58333, 0.05068),
+                busi_dice=_Score(0.44460, 0.03813),
+            )
         ),
     ),
-    _own("resnet50_uscl", "metauscl", 224, _METAUSCL_RECIPE, METAUSCL_MEAN, METAUSCL_STD),
+    _own(
+        "resnet50_uscl",
+        "metauscl",
+        224,
+        recipe=_METAUSCL_RECIPE,
+        mean=METAUSCL_MEAN,
+        std=METAUSCL_STD,
+    ),
 )
 
 WEIGHTS: dict[str, WeightsEntry] = {row.name: row for row in _ROWS}

@@ -2,9 +2,11 @@
 
 A :class:`TrainConfig` holds the run's knobs and a :class:`~.data.DataConfig` (``config.data``) with the data
 pipeline's. Presets, config files and ``--set`` use flat keys (``image_size: 64``) or a nested ``data:`` mapping;
-flat data keys are routed to ``config.data`` and are also readable as ``config.image_size``. Every default is
-stated once, in these two dataclasses; a preset lists only what its recipe changes. The resolved config is saved
-as ``config.yaml`` in every run folder, so a run can be repeated exactly.
+flat data keys are routed to ``config.data``, the one place they are read (``config.data.image_size``): a setting
+read under two names could be set under one and read under the other. ``seed`` is the data's too (it seeds the
+pairs, the meta split and, in the engine, the initial weights). Every default is stated once, in these two
+dataclasses; a preset lists only what its recipe changes. The resolved config is saved as ``config.yaml`` in every
+run folder, so a run can be repeated exactly.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from timm_uscl.archs import ARCHITECTURES
+from timm_uscl.configs import PRESETS  # the preset files are the table of presets
 from timm_uscl.errors import UnknownWeightsError
 from timm_uscl.names import check_user_tag
 
 from .data.config import DataConfig
 from .errors import ConfigError
+from .meta.config import BN_VIEWS, GRAPH_MODES, HYPERGRADS
+from .model import INITS
+from .optim import OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "TrainConfig",
@@ -40,7 +46,6 @@ __all__ = [
     "flat_config",
 ]
 
-PRESETS = ("meta_uscl", "uscl", "simclr")
 PRECISIONS = ("auto", "fp32", "bf16")  # auto resolves per machine (training/runtime.py)
 DATA_KEYS = frozenset(f.name for f in fields(DataConfig))
 # decoded, resized frames per clip on local disk (outside the repo; fine even for no-derivatives data, which is
@@ -62,30 +67,29 @@ class TrainConfig:
     arch: str = "resnet18_uscl"
     proj_dim: int = 128
     temperature: float = 0.5
-    init: str = "torchvision"  # torchvision (the reference's ResNet init) | timm (last BN of each block zeroed)
-    bn_views: str = "per_view"  # per_view: each view its own BatchNorm batch (the reference) | joint: one batch
+    init: str = "torchvision"  # model.INITS: the reference's ResNet init, or timm's (last BN of each block zeroed)
+    bn_views: str = "per_view"  # meta.config.BN_VIEWS: each view its own BatchNorm batch (the reference) or one
     # optimisation
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # optim.OPTIMIZERS
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
     epochs: int = 300
     warmup_epochs: int = 10
-    schedule: str = "metauscl"  # metauscl: exp warm-up then cosine; uscl: constant then cosine; constant
+    schedule: str = "metauscl"  # optim.SCHEDULES: exp warm-up then cosine (metauscl), constant then cosine (uscl), ...
     # CMW-Net meta-weighting
     meta: bool = True
     meta_interval: int = 1  # meta step every k iterations (k = 1 is the paper)
     cmw_lr: float = 6e-5
-    hypergrad: str = "auto"  # exact routes of the hypergradient: auto | linearised | jvp | double_backward
+    hypergrad: str = "auto"  # meta.config.HYPERGRADS: the exact routes of the hypergradient
     # runtime
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 where the hardware has it (training/runtime.py)
+    precision: str = "auto"  # PRECISIONS; fp32, bf16 autocast, or auto: bf16 where the hardware has it (runtime.py)
     threads: int = 0  # CPU intra-op threads (0: every core this process may use)
     channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (oneDNN) and GPUs under autocast
     compile: bool = False
-    graphs: str = "off"  # auto | on | off: plain and meta steps as CUDA graphs (training/meta/graphs.py); not yet
+    graphs: str = "off"  # meta.config.GRAPH_MODES: plain and meta steps as CUDA graphs (meta/graphs.py); not yet
     # run on a GPU, so off until a lent device has run its CUDA tests
-    seed: int = 0
     out_dir: str = "runs/meta_uscl"
     checkpoint_every: int = 100  # steps; a checkpoint is also written at every epoch end
     max_steps: int = 0  # stop after this many steps in total (0: run all epochs)
@@ -102,39 +106,27 @@ class TrainConfig:
     # the data pipeline (source, pair_type, image_size, batch_size, ...): see DataConfig
     data: DataConfig = field(default_factory=_trainer_data)
 
-    def __getattr__(self, name: str) -> Any:
-        """Flat read access to the data settings (``config.image_size`` is ``config.data.image_size``)."""
-        if name in DATA_KEYS and "data" in self.__dict__:
-            return getattr(self.__dict__["data"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def validate(self) -> TrainConfig:
         checks = [
-            (self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, not {self.optimizer!r}"),
-            (self.schedule in ("metauscl", "uscl", "constant"), "schedule must be metauscl, uscl or constant"),
+            _one_of("optimizer", self.optimizer, OPTIMIZERS),
+            _one_of("schedule", self.schedule, SCHEDULES),
             (
                 not (self.meta and self.optimizer != "sgd"),
                 "meta=true needs optimizer=sgd: the lookahead mirrors an SGD step (set meta=false for Adam)",
             ),
             (self.data.batch_size >= 2, "batch_size must be >= 2 (NT-Xent needs negatives)"),
             (self.meta_interval >= 1, "meta_interval must be >= 1"),
-            (
-                self.hypergrad in ("auto", "linearised", "jvp", "double_backward"),
-                f"hypergrad must be auto, linearised, jvp or double_backward, not {self.hypergrad!r}",
-            ),
-            (self.init in ("timm", "torchvision"), f"init must be timm or torchvision, not {self.init!r}"),
-            (self.bn_views in ("joint", "per_view"), f"bn_views must be joint or per_view, not {self.bn_views!r}"),
+            _one_of("hypergrad", self.hypergrad, HYPERGRADS),
+            _one_of("init", self.init, INITS),
+            _one_of("bn_views", self.bn_views, BN_VIEWS),
             (self.epochs >= 1, "epochs must be >= 1"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, not {self.lr}"),
             (math.isfinite(self.cmw_lr) and self.cmw_lr > 0, f"cmw_lr must be a finite number > 0, not {self.cmw_lr}"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
             (self.max_steps >= 0, "max_steps must be >= 0 (0: run every epoch)"),
-            (
-                self.precision in PRECISIONS,
-                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
-            ),
+            _one_of("precision", self.precision, PRECISIONS),
             (self.threads >= 0, "threads must be >= 0 (0: every core)"),
-            (self.graphs in ("auto", "on", "off"), f"graphs must be auto, on or off, not {self.graphs!r}"),
+            _one_of("graphs", self.graphs, GRAPH_MODES),
             (self.online_every >= 1 and self.online_frames >= 1, "online_every and online_frames must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
             (
@@ -153,6 +145,12 @@ class TrainConfig:
             except UnknownWeightsError as err:
                 raise ConfigError(f"invalid config: {err} (the tag alone: arch names the architecture)") from None
         return self
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> tuple[bool, str]:
+    """A validation check of ``key`` against its table of allowed values, the message derived from the table."""
+    names = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+    return value in allowed, f"{key} must be {names}, not {value!r}"
 
 
 TRAIN_KEYS = frozenset(f.name for f in fields(TrainConfig)) - {"data"}

@@ -40,9 +40,9 @@ from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
 from .config import TrainConfig, data_config, save_config
 from .data import PairBatch
-from .data.module import PairDataModule
+from .data.datamodule import DataModule, data_module, store_taken
 from .data.store import corpus_digest
-from .data.store_module import StoreDataModule, batch_sizes, data_module
+from .data.store_module import StoreDataModule, batch_sizes
 from .errors import RunFolderError, TrainingDivergedError, USCLError
 from .evaluation.online import OnlineEvaluator
 from .meta import MetaStepConfig, StepGraphs, StepOutput, cmw_optimizer, meta_step, plain_step
@@ -102,7 +102,7 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     cmw_opt: torch.optim.Optimizer | None
     step_cfg: MetaStepConfig
-    data: PairDataModule | StoreDataModule  # the stream, or the frame store (DataConfig.store)
+    data: DataModule  # the stream, or the frame store (DataConfig.store)
     epoch: int = 0
     step: int = 0
     loss_value: float = float("nan")  # the last loss read on the host (at a log point)
@@ -184,12 +184,11 @@ def resolve_runtime(config: TrainConfig, device: torch.device) -> TrainConfig:
     return dataclasses.replace(config, precision=precision.name)
 
 
-def _resolved_store(config: TrainConfig, data: PairDataModule | StoreDataModule) -> TrainConfig:
+def _resolved_store(config: TrainConfig, data: DataModule) -> TrainConfig:
     """``store: auto`` recorded as the path taken (``device``: the frame store, ``off``: the stream)."""
     if config.data.store != "auto":
         return config
-    store = "off" if isinstance(data, PairDataModule) else "device"
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, store=store))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, store=store_taken(data)))
 
 
 def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
@@ -200,12 +199,12 @@ def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
     return OnlineEvaluator(
         config.online_eval,
         data_root=config.online_data_root,
-        image_size=config.image_size,
+        image_size=config.data.image_size,
         frames_per_video=config.online_frames,
         max_items=config.online_max_items,
-        mean=config.mean,
-        std=config.std,
-        seed=config.seed,
+        mean=config.data.mean,
+        std=config.data.std,
+        seed=config.data.seed,
     )
 
 
@@ -219,7 +218,7 @@ def build_run(
     rank, world = dist.rank(), dist.world_size()
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    torch.manual_seed(config.data.seed)  # identical initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     core = ContrastiveModel(config.arch, feat_dim=config.proj_dim, init=config.init).to(device)
@@ -319,7 +318,7 @@ def _check_resume_data(config: TrainConfig, digest: str | None) -> None:
     if isinstance(recorded, str) and recorded != digest:
         raise RunFolderError(
             f"{path}: the data changed since this checkpoint ({recorded.split(':')[0]} clips then, "
-            f"{digest.split(':')[0]} now, or other contents, at {config.source}); resume only on the data the run "
+            f"{digest.split(':')[0]} now, or other contents, at {config.data.source}); resume only on the data the run "
             f"started with (restore it), or start a new --out"
         )
 
@@ -512,7 +511,7 @@ def _progress_bar(run: RunState, epoch: int, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
     videos = run.data.num_videos
-    total = videos // (run.config.batch_size * run.world) if videos else None
+    total = videos // (run.config.data.batch_size * run.world) if videos else None
     return tqdm(desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="step", dynamic_ncols=True, total=total)
 
 

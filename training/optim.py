@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .config import TrainConfig
+if TYPE_CHECKING:  # the config validates against the tables below, so it imports this module
+    from .config import TrainConfig
 
-__all__ = ["lr_factor", "build_optimizer", "build_scheduler"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "lr_factor", "build_optimizer", "build_scheduler"]
+
+OPTIMIZERS = ("sgd", "adam")  # sgd: Meta-USCL, SimCLR (the only one the meta step's lookahead mirrors); adam: USCL
+SCHEDULES = ("metauscl", "uscl", "constant")  # lr_factor's branches
 
 
 def lr_factor(config: TrainConfig, epoch: int) -> float:

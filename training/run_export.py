@@ -75,7 +75,7 @@ def run_entry(config: TrainConfig, steps: int, commit: str | None, epochs_done: 
         ("BatchNorm batches", config.bn_views),
         ("precision", config.precision),  # resolved (fp32 or bf16 autocast): what the steps computed in
         ("data path", "frame store" if config.data.store in ("device", "host") else "streamed from the files"),
-        ("seed", str(config.seed)),
+        ("seed", str(data.seed)),
         ("commit", commit or "unknown (not a git checkout; see the timm-uscl version on the card)"),
     )
     return user_entry(

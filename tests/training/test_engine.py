@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -75,7 +76,7 @@ def test_smoke_run_writes_a_loadable_export(clip_folder, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all("meta_loss" in r and 0 < r["weight_mean"] < 1 and 0 <= r["data_wait"] <= 1 for r in records)
-    model = timm.create_model(f"local-dir:{run / 'export'}", pretrained=True)
+    model: Any = timm.create_model(f"local-dir:{run / 'export'}", pretrained=True)  # timm's attributes: dynamic
     backbone = {
         k: v for k, v in load_training_state(run / CHECKPOINT_NAME)["model"].items() if k.startswith("backbone.")
     }
@@ -128,7 +129,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(clip_folder,
                 break
         time.sleep(0.2)
     proc.wait(timeout=60)
-    assert killed_at is not None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    stderr = proc.stderr.read().decode()[-2000:] if proc.stderr is not None else ""
+    assert killed_at is not None, f"run ended before it could be killed: {stderr}"
     assert not (out / "export").exists()
 
     done = subprocess.run(_cli(*args, "--out", str(out), "--resume"), capture_output=True, text=True, timeout=600)

@@ -97,6 +97,7 @@ def test_gather_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path
     loss = weighted_mean(losses, w.double(), gather=False)
     loss.backward()
 
+    assert a.grad is not None and b.grad is not None
     for r, out in enumerate(ranks):
         rows = slice(r * 3, (r + 1) * 3)
         torch.testing.assert_close(out["losses"], torch.cat([losses[:6][rows], losses[6:][rows]]).detach())

@@ -66,6 +66,7 @@ def test_a_run_stopped_by_max_steps_reports_the_epochs_it_completed_not_the_plan
     )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (result.epochs, summary["epochs"], summary["epochs_planned"], summary["steps"]) == (0, 0, 300, 1)
+    assert result.export_dir is not None
     card = (result.export_dir / "README.md").read_text()
     assert "0 epochs of 300 planned (stopped by max_steps), 1 steps" in card and "| 300 |" not in card
 

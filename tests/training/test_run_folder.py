@@ -130,7 +130,7 @@ def test_partial_checkpoints_of_a_killed_run_are_removed_on_start(tmp_path):
 
 def test_an_empty_out_path_is_refused(clip_folder):
     with pytest.raises(RunFolderError, match="empty path"):
-        pretrain(_config(clip_folder, "  "), progress=False)
+        pretrain(_config(clip_folder, Path("  ")), progress=False)
 
 
 def test_a_run_shorter_than_log_every_still_writes_metrics_plots_and_a_finite_loss(clip_folder, tmp_path):

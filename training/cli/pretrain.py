@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from timm_uscl.configs import PRESETS
+
 from ..config import PRECISIONS
 
 _FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(decoded once into a frame store on a GPU, streamed on a CPU). Point --data at a local folder of videos "
         "or frame folders to train offline.",
     )
-    p.add_argument("--preset", default="meta_uscl", choices=("meta_uscl", "uscl", "simclr"))
+    p.add_argument("--preset", default="meta_uscl", choices=PRESETS)
     p.add_argument("--config", default=None, help="YAML file of config keys, applied over the preset")
     p.add_argument("--data", help="Hub dataset id, local folder of videos or of frame folders, or parquet glob")
     p.add_argument("--out", help="run folder (checkpoints, metrics, plots, export)")

@@ -1,8 +1,10 @@
-"""The streaming pair pipeline: sources -> decode (+ frame cache) -> pairs in workers -> augmentation on device.
+"""The pair pipeline: sources -> decode (+ frame cache) -> pairs -> augmentation on the device.
 
 One module per idea: :mod:`.sources` (folders, Hub ids, parquet as ``datasets`` streams), :mod:`.decode` (sparse,
-resized frames), :mod:`.cache` (decoded clips on local disk), :mod:`.pairs` (the pair-type table), :mod:`.augment`
-(per-sample batched augmentation), :mod:`.module` (loaders, meta split, resume), :mod:`.publish` (a folder of
+resized frames), :mod:`.cache` (decoded clips on local disk), :mod:`.pairs` (the pair-type table) and
+:mod:`.sampling` (its whole-epoch samplers), :mod:`.augment` (per-sample batched augmentation), :mod:`.module`
+(the streaming loaders, meta split, resume), :mod:`.store` and :mod:`.store_module` (the frame store and its
+module), :mod:`.datamodule` (the protocol both modules follow, and the one factory), :mod:`.publish` (a folder of
 videos as a Hub dataset) and :mod:`.config` (the settings). The names below are imported lazily.
 """
 
@@ -14,7 +16,8 @@ _EXPORTS = {
     "PairBatch": ".module",
     "DataStats": ".module",
     "StoreDataModule": ".store_module",
-    "data_module": ".store_module",
+    "DataModule": ".datamodule",
+    "data_module": ".datamodule",
     "FrameStore": ".store",
     "read_frames": ".decode",
     "decode_clip": ".decode",

@@ -45,7 +45,8 @@ __all__ = ["AugmentConfig", "CropParams", "sample_crop_params", "augment", "pair
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The reference defaults: Meta-USCL (S=64, s1=0.7, s2=0.8, mean 0.18, std 0.24)."""
+    """The reference defaults: Meta-USCL (S=64, s1=0.7, s2=0.8, mean 0.18, std 0.24). The one statement of these
+    defaults: :class:`~.config.DataConfig` takes its own from here, and builds the run's from its settings."""
 
     size: int = 64
     crop_scale: tuple[float, float] = (0.7, 1.0)

@@ -1,4 +1,5 @@
-"""The data pipeline's settings: one dataclass, each default stated here once (the trainer's config holds one).
+"""The data pipeline's settings: one dataclass, each default stated once (the trainer's config holds one): here, or
+for the augmentation (size, crop, jitter, mean/std), in :class:`~.augment.AugmentConfig`, which this one builds.
 
 Defaults are the Meta-USCL reference (64 px, crop scale 0.7, jitter 0.8, mean/std 0.18/0.24) on the public Hub
 copy of COVID-BLUES.
@@ -17,6 +18,7 @@ from .sources import VIDEO_EXTENSIONS, SourceSpec
 
 __all__ = ["DataConfig", "MIN_IMAGE_SIZE"]
 
+_AUGMENT = AugmentConfig()  # the augmentation defaults are AugmentConfig's (the evaluation's crops use it alone)
 MIN_IMAGE_SIZE = 8
 """The smallest frame side the pipeline accepts: below it crops and a ResNet's stride-32 stem have nothing left."""
 
@@ -38,18 +40,18 @@ class DataConfig:
 
     source: str | list[str] = "jannisborn/COVID-BLUES"
     pair_type: str = "metauscl"
-    image_size: int = 64
+    image_size: int = _AUGMENT.size
     batch_size: int = 32
     num_workers: int = 2
     meta_fraction: float = 0.2
     meta_batch_size: int = 32
     seed: int = 0
     max_dist: int = 999
-    crop_scale: float = 0.7
-    crop_ratio: tuple[float, float] = (0.8, 1.25)
-    jitter_strength: float = 0.8
-    mean: float = 0.18
-    std: float = 0.24
+    crop_scale: float = _AUGMENT.crop_scale[0]  # the smallest crop area; the largest is the whole frame
+    crop_ratio: tuple[float, float] = _AUGMENT.crop_ratio
+    jitter_strength: float = _AUGMENT.jitter_strength
+    mean: float = _AUGMENT.mean
+    std: float = _AUGMENT.std
     filters: dict[str, Any] | None = None
     exclude: dict[str, Any] | None = None
     meta_group_by: str | None = None
@@ -116,11 +118,10 @@ class DataConfig:
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(
-            self.image_size,
-            (self.crop_scale, 1.0),
-            (self.crop_ratio[0], self.crop_ratio[1]),
-            0.5,
-            self.jitter_strength,
-            self.mean,
-            self.std,
+            size=self.image_size,
+            crop_scale=(self.crop_scale, 1.0),
+            crop_ratio=(self.crop_ratio[0], self.crop_ratio[1]),
+            jitter_strength=self.jitter_strength,
+            mean=self.mean,
+            std=self.std,
         )

@@ -45,7 +45,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["PairType", "PAIR_TYPES", "TRAINING_PAIR_TYPES", "PairPlan", "plan_pair", "views_per_item", "worker_views"]
+from .sampling import EpochPlan, EpochSampler, epoch_meta, epoch_metauscl, epoch_simclr, epoch_uscl
+
+__all__ = [
+    "PairType",
+    "PAIR_TYPES",
+    "TRAINING_PAIR_TYPES",
+    "PairPlan",
+    "plan_pair",
+    "views_per_item",
+    "worker_views",
+    "sample_pairs",
+    "plan_epoch",
+]
 
 _BETA_PPI = (3.0, 5.0)
 _BETA_SPG = (0.5, 0.5)
@@ -110,12 +122,14 @@ def _one_frame(frames: torch.Tensor, plan: PairPlan) -> tuple[torch.Tensor, floa
 
 @dataclass(frozen=True)
 class PairType:
-    """How one pair type chooses frames (``plan``), what a worker ships per item (``ship``: ``views`` uint8 images
-    and ``lam``) and whether it is a training pair (``meta`` is only the held-out meta batch)."""
+    """How one pair type chooses frames, per item in a worker (``plan``) and for a whole epoch on the frames'
+    device (``sample``, :mod:`.sampling`), what a worker ships per item (``ship``: ``views`` uint8 images and
+    ``lam``) and whether it is a training pair (``meta`` is only the held-out meta batch)."""
 
     name: str
     views: int
     plan: Callable[[int, np.random.Generator, int], PairPlan]
+    sample: EpochSampler
     ship: Callable[[torch.Tensor, PairPlan], tuple[torch.Tensor, float]]
     training: bool = True
 
@@ -123,10 +137,10 @@ class PairType:
 PAIR_TYPES: dict[str, PairType] = {
     t.name: t
     for t in (
-        PairType("metauscl", 2, _plan_metauscl, _mix_in_pixels),
-        PairType("uscl", 3, _plan_uscl, _three_frames),
-        PairType("simclr", 1, _plan_simclr, _one_frame),
-        PairType("meta", 1, _plan_meta, _one_frame, training=False),
+        PairType("metauscl", 2, _plan_metauscl, epoch_metauscl, _mix_in_pixels),
+        PairType("uscl", 3, _plan_uscl, epoch_uscl, _three_frames),
+        PairType("simclr", 1, _plan_simclr, epoch_simclr, _one_frame),
+        PairType("meta", 1, _plan_meta, epoch_meta, _one_frame, training=False),
     )
 }
 TRAINING_PAIR_TYPES: tuple[str, ...] = tuple(name for name, t in PAIR_TYPES.items() if t.training)
@@ -159,3 +173,24 @@ def worker_views(pair_type: str, frames: torch.Tensor, plan: PairPlan) -> tuple[
     USCL weight applied after augmentation on the device (1.0 for the other types).
     """
     return _pair_type(pair_type).ship(frames, plan)
+
+
+def sample_pairs(
+    pair_type: str, lengths: torch.Tensor, generator: torch.Generator, max_dist: int = 999
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame indices within each clip (int64 ``[T, K]``) and mixing weights (float32 ``[T, W]``) for clips of
+    ``lengths`` (int64 ``[T]``, each >= 1, on the generator's device), all drawn at once (:mod:`.sampling`)."""
+    return _pair_type(pair_type).sample(lengths, generator, max_dist)
+
+
+def plan_epoch(
+    pair_type: str,
+    videos: torch.Tensor,
+    offsets: torch.Tensor,
+    lengths: torch.Tensor,
+    generator: torch.Generator,
+    max_dist: int = 999,
+) -> EpochPlan:
+    """Pairs for ``videos`` (store indices, already in epoch order): local draws turned into frame rows."""
+    local, weights = sample_pairs(pair_type, lengths[videos], generator, max_dist)
+    return EpochPlan(videos, offsets[videos][:, None] + local, weights)

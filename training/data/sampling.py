@@ -1,9 +1,9 @@
 """Positive-pair sampling for a whole epoch at once, on the device that holds the frames.
 
-The same pair types, constraints and distributions as :mod:`.pairs` (PPG ``metauscl``, USCL, SimCLR and the
-``meta`` first frame), drawn for every video of an epoch in a handful of tensor operations from one generator on
-the frames' device, instead of one NumPy draw per item in a worker. Nothing here reads a value back to the host,
-so a GPU epoch plan is a few kernel launches.
+The same pair types, constraints and distributions as the per-item planners of :mod:`.pairs` (PPG ``metauscl``,
+USCL, SimCLR and the ``meta`` first frame; that table names each type's sampler here), drawn for every video of
+an epoch in a handful of tensor operations from one generator on the frames' device, instead of one NumPy draw
+per item in a worker. Nothing here reads a value back to the host, so a GPU epoch plan is a few kernel launches.
 
 * ``metauscl``, L >= 3: two distinct offsets ``d1 < d2`` from ``1..min(L-1, max_dist)`` (the second drawn from
   the remaining ``m - 1`` values and shifted past the first), start ``i0`` uniform in ``[0, L-1-d2]``, frames
@@ -25,7 +25,20 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EpochPlan", "SAMPLERS", "sample_pairs", "plan_epoch", "mix_views", "beta_3_5", "beta_half_half"]
+__all__ = [
+    "EpochPlan",
+    "EpochSampler",
+    "epoch_metauscl",
+    "epoch_uscl",
+    "epoch_simclr",
+    "epoch_meta",
+    "mix_views",
+    "beta_3_5",
+    "beta_half_half",
+]
+
+# clip lengths int64 [T], generator, max_dist -> frame indices within each clip int64 [T, K], weights float32 [T, W]
+EpochSampler = Callable[[torch.Tensor, torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ def beta_half_half(shape: tuple[int, ...], generator: torch.Generator) -> torch.
     return torch.sin(_uniform(shape, generator, torch.float32) * (math.pi / 2)) ** 2
 
 
-def _metauscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_metauscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     u = _uniform((len(lengths), 3), g)
     m = torch.clamp(lengths - 1, max=max_dist)
     first = _index(u[:, 0], m) + 1  # 1..m
@@ -78,7 +91,7 @@ def _metauscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple
     return torch.where(long, idx, short), torch.where(long, w, unmixed)
 
 
-def _uscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_uscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     u = _uniform((len(lengths), 3), g)
     a = _index(u[:, 0], lengths)
     b = _index(u[:, 1], lengths - 1)
@@ -93,48 +106,15 @@ def _uscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[tor
     return torch.where(long, torch.stack([a, b, c], dim=1), two), torch.where(long, lam, 1.0)
 
 
-def _simclr(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_simclr(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     idx = _index(_uniform((len(lengths),), g), lengths)[:, None]
     return idx, torch.zeros(len(lengths), 0, device=lengths.device)
 
 
-def _meta(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_meta(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(len(lengths), 1, dtype=torch.long, device=lengths.device), torch.zeros(
         len(lengths), 0, device=lengths.device
     )
-
-
-SAMPLERS: dict[str, Callable[[torch.Tensor, torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]] = {
-    "metauscl": _metauscl,
-    "uscl": _uscl,
-    "simclr": _simclr,
-    "meta": _meta,
-}
-
-
-def sample_pairs(
-    pair_type: str, lengths: torch.Tensor, generator: torch.Generator, max_dist: int = 999
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frame indices within each clip (int64 ``[T, K]``) and mixing weights (float32 ``[T, W]``) for clips of
-    ``lengths`` (int64 ``[T]``, each >= 1, on the generator's device)."""
-    try:
-        sampler = SAMPLERS[pair_type]
-    except KeyError:
-        raise ValueError(f"unknown pair_type {pair_type!r}; choose one of {list(SAMPLERS)}") from None
-    return sampler(lengths, generator, max_dist)
-
-
-def plan_epoch(
-    pair_type: str,
-    videos: torch.Tensor,
-    offsets: torch.Tensor,
-    lengths: torch.Tensor,
-    generator: torch.Generator,
-    max_dist: int = 999,
-) -> EpochPlan:
-    """Pairs for ``videos`` (store indices, already in epoch order): local draws turned into frame rows."""
-    local, weights = sample_pairs(pair_type, lengths[videos], generator, max_dist)
-    return EpochPlan(videos, offsets[videos][:, None] + local, weights)
 
 
 def mix_views(frames: torch.Tensor, weights: torch.Tensor, pair_type: str) -> torch.Tensor:

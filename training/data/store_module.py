@@ -1,8 +1,9 @@
-"""The data module over a :class:`~.store.FrameStore`: PairDataModule's interface, every draw on the device.
+"""The data module over a :class:`~.store.FrameStore`: the :class:`~.datamodule.DataModule` protocol, every draw on
+the device.
 
-Interface (the same as :class:`~.module.PairDataModule`, so the engine swaps it in with one line)::
+Interface (:class:`~.datamodule.DataModule`, as :class:`~.module.PairDataModule`)::
 
-    dm = data_module(cfg, rank=0, world_size=1, device=device)   # StoreDataModule, or PairDataModule (store=off)
+    dm = data_module(cfg, rank=0, world_size=1, device=device)   # .datamodule: this, or the stream (store=off)
     for batch in dm.train_loader(epoch):          # len(loader) batches; one pair per training video per epoch
         x1, x2 = dm.gpu_views(batch, device)       # float [B, 3, S, S], augmented per sample, normalized
         batch.sources                              # sub-dataset name per pair (CMW weight histograms)
@@ -14,7 +15,7 @@ What happens per epoch, and why it costs the host nothing but launches:
 
 * **Order.** A seeded permutation of the training videos, drawn on the host from ``(seed, epoch)`` (a few
   hundred integers once per epoch, no device round trip) and copied to the device once.
-* **Pairs.** :func:`.sampling.plan_epoch` draws every video's frames and mixing weights for the whole epoch in
+* **Pairs.** :func:`.pairs.plan_epoch` draws every video's frames and mixing weights for the whole epoch in
   a few tensor operations on the frames' device; each step then gathers its rows of the store, mixes PPG views
   in pixel space and augments on the device (:mod:`.augment`, from a generator on that device seeded per batch).
 * **Every video, every epoch.** Batches are ``batch_size`` pairs with the remainder last; no video sits out.
@@ -41,14 +42,15 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError, StoreBudgetError
+from ..errors import DataError
 from .augment import pair_views
 from .config import DataConfig
-from .module import DataStats, PairBatch, PairDataModule
-from .sampling import EpochPlan, mix_views, plan_epoch
+from .module import DataStats, PairBatch
+from .pairs import plan_epoch
+from .sampling import EpochPlan, mix_views
 from .store import FrameStore, build_store, load_store, save_store, store_settings
 
-__all__ = ["STORE_MODES", "StoreBatch", "StoreDataModule", "data_module", "store_mode", "placement", "batch_sizes"]
+__all__ = ["STORE_MODES", "StoreBatch", "StoreDataModule", "store_mode", "placement", "batch_sizes"]
 
 log = logging.getLogger(__name__)
 
@@ -352,28 +354,3 @@ class StoreDataModule:
             log.warning("data state saved as %s, now %s: epoch %s restarts", saved, now, epoch)
             return 0
         return int(sd["position"])
-
-
-def data_module(
-    cfg: DataConfig,
-    rank: int = 0,
-    world_size: int = 1,
-    device: torch.device | str | None = None,
-    need_meta: bool = True,
-) -> PairDataModule | StoreDataModule:
-    """The run's data module: the frame store (``cfg.store`` device/host/auto) or the stream (off, or auto on a CPU
-    when the decoded frames pass the budget); the log says which, and why."""
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if store_mode(cfg, dev) == "off":
-        log.info("data: streaming pairs from the files (store=off)")
-        return PairDataModule(cfg, rank=rank, world_size=world_size, need_meta=need_meta)
-    if cfg.store == "auto" and dev.type == "cpu":
-        try:
-            module = StoreDataModule(cfg, rank=rank, world_size=world_size, device=dev, need_meta=need_meta)
-        except StoreBudgetError as err:
-            log.warning("data: streaming pairs from the files, the frame store does not fit: %s", err)
-            return PairDataModule(cfg, rank=rank, world_size=world_size, need_meta=need_meta)
-        log.info("data: frame store in RAM (store=auto: the decoded frames fit store_budget_mb)")
-        return module
-    log.info("data: frame store (store=%s)", cfg.store)
-    return StoreDataModule(cfg, rank=rank, world_size=world_size, device=dev, need_meta=need_meta)

@@ -136,6 +136,7 @@ def fit(
     model: nn.Module,
     fit_rows: np.ndarray,
     batch_loss: Callable[[np.ndarray], torch.Tensor],
+    *,
     cfg: EvalConfig,
     lr: float,
     batch_size: int,

@@ -11,12 +11,12 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import MetaConfigError
+from .config import BN_VIEWS
 
-__all__ = ["BN_VIEWS", "Tensors", "bn_batches", "forward", "forward_batches", "functional_forward"]
+__all__ = ["Tensors", "bn_batches", "forward", "forward_batches", "functional_forward"]
 
 Tensors = dict[str, torch.Tensor]
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-BN_VIEWS = ("per_view", "joint")
 
 
 def bn_batches(x1: torch.Tensor, x2: torch.Tensor, bn_views: str) -> tuple[torch.Tensor, ...]:
@@ -31,7 +31,7 @@ def bn_batches(x1: torch.Tensor, x2: torch.Tensor, bn_views: str) -> tuple[torch
     if bn_views == "joint":
         return (torch.cat([x1, x2]),)
     raise MetaConfigError(
-        f"bn_views={bn_views!r} is not a BatchNorm batching: use 'per_view' (the reference) or 'joint'"
+        f"bn_views={bn_views!r} is not a BatchNorm batching: use one of {', '.join(BN_VIEWS)} (per_view: the reference)"
     )
 
 

@@ -42,13 +42,12 @@ from torch import nn
 
 from .. import dist
 from ..errors import MetaConfigError
-from .config import MetaStepConfig, StepOutput
+from .config import GRAPH_MODES, MetaStepConfig, StepOutput
 from .step import meta_step, plain_step
 
-__all__ = ["GRAPH_MODES", "GraphStats", "StepGraphs", "CudaGraphBackend"]
+__all__ = ["GraphStats", "StepGraphs", "CudaGraphBackend"]
 
 log = logging.getLogger(__name__)
-GRAPH_MODES = ("auto", "on", "off")
 _OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 Step = Callable[..., StepOutput]
 
@@ -117,7 +116,7 @@ class StepGraphs:
 
     def __init__(self, mode: str = "auto", warmup: int = 3, backend: Any = None) -> None:
         if mode not in GRAPH_MODES:
-            raise MetaConfigError(f"graphs={mode!r}: choose auto (graphs where supported), on or off")
+            raise MetaConfigError(f"graphs={mode!r}: choose one of {', '.join(GRAPH_MODES)} (auto: where supported)")
         self.mode, self.warmup = mode, max(int(warmup), 1)
         self.backend = backend if backend is not None else CudaGraphBackend()
         self.stats = GraphStats()

@@ -32,7 +32,8 @@ def _route(config: MetaStepConfig, views: tuple[torch.Tensor, torch.Tensor], tap
     if route == "linearised" and (tapes is None or len(tapes) != batch_count):
         raise ValueError(
             f"hypergrad='linearised' needs one Tape per BatchNorm batch of the real forwards ({batch_count} for "
-            f"bn_views={config.bn_views!r}, got {0 if tapes is None else len(tapes)}): see timm_uscl.training.tangent"
+            f"bn_views={config.bn_views!r}, got {0 if tapes is None else len(tapes)}): see "
+            "timm_uscl.training.meta.tangent"
         )
     return route
 

@@ -32,7 +32,7 @@ One meta iteration (reference: MU train.py:124-185, minus its bugs):
    (lr, times the momentum factor). Only the tangent J·(κ ⊙ v) touches the backbone, and it does not depend on
    α, so the α-part is a tiny computation on (h, z). Three exact routes give the tangent (``hypergrad``):
    - ``"linearised"`` (what ``"auto"``, the default, takes wherever it is exact: timm ResNets and plain
-     ``nn.Sequential`` CNNs, see `timm_uscl.training.tangent`): a tangent-only pass over the real forward's
+     ``nn.Sequential`` CNNs, see `timm_uscl.training.meta.tangent`): a tangent-only pass over the real forward's
      recorded activations (one tangent pass per real forward), so nothing is recomputed; runs under bf16
      autocast. 3.4-3.5x a plain step on CPU at 64² with per_view (each step with the same batching); measured
      before per_view existed, joint: 2.9-3.4x at 64²/112², 3.45x on an H100 at a GPU-filling batch

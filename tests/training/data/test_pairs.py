@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from timm_uscl.training.data.pairs import plan_pair, views_per_item, worker_views
+from timm_uscl.training.data.pairs import PAIR_TYPES, plan_pair, sample_pairs, views_per_item, worker_views
 
 
 @pytest.mark.parametrize("length,max_dist", [(3, 999), (4, 999), (59, 999), (215, 16), (7, 2)])
@@ -66,3 +66,20 @@ def test_worker_views_mix_in_pixel_space_with_rounding() -> None:
     v, lam = worker_views("uscl", frames, uscl)
     assert v.shape[0] == views_per_item("uscl") == 3 and lam == uscl.weights[0]
     assert worker_views("simclr", frames[:1], plan_pair("simclr", 10, np.random.default_rng(0)))[0].shape[0] == 1
+
+
+@pytest.mark.parametrize("pair_type", sorted(PAIR_TYPES))
+def test_each_pair_types_item_planner_and_epoch_sampler_choose_the_same_number_of_frames(pair_type: str) -> None:
+    lengths = torch.tensor([1, 2, 3, 9])
+    idx, _ = sample_pairs(pair_type, lengths, torch.Generator().manual_seed(0))
+    assert ((idx >= 0) & (idx < lengths[:, None])).all()
+    assert idx.shape == (4, len(plan_pair(pair_type, 9, np.random.default_rng(0)).indices))
+
+
+def test_an_unknown_pair_type_is_refused_by_the_one_table_on_both_paths() -> None:
+    for draw in (
+        lambda: plan_pair("ppg", 5, np.random.default_rng(0)),
+        lambda: sample_pairs("ppg", torch.ones(2), torch.Generator()),
+    ):
+        with pytest.raises(ValueError, match="unknown pair_type 'ppg'; choose one of \\['metauscl', 'uscl'"):
+            draw()

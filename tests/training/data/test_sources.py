@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,12 @@ def test_every_fixture_container_decodes(fixtures_dir: Path, tmp_path: Path) -> 
     for r in videos:
         path = fixtures_dir / r["file"]
         lengths: list[int] = []
-        frames = read_frames(path, lambda n, seen=lengths: seen.append(n) or (0, n - 1), 32)
+
+        def first_and_last(n: int, seen: list[int] = lengths) -> tuple[int, int]:
+            seen.append(n)
+            return (0, n - 1)
+
+        frames = read_frames(path, first_and_last, 32)
         assert frames.shape == (2, 1, 32, 32) and frames.dtype.is_floating_point is False
         assert lengths[-1] == int(r["frames"]), r["file"]  # the MPEG-2 stream too (see decode.py: frame counts)
         whole = read_frames(path, lambda n: range(n), 32, cache=cache)
@@ -37,6 +43,13 @@ def test_every_fixture_container_decodes(fixtures_dir: Path, tmp_path: Path) -> 
         assert again.shape == (2, 1, 32, 32)
     rgb = read_frames(fixtures_dir / videos[0]["file"], lambda n: (0,), 40, grayscale=False)
     assert rgb.shape == (1, 3, 40, 40)
+
+
+def _listed(specs: list[SourceSpec], **kwargs: Any) -> list[dict[str, Any]]:
+    """The rows of sources listed up front (local folders: a stream would have none)."""
+    rows = open_source(specs, **kwargs).rows
+    assert rows is not None
+    return rows
 
 
 def test_local_folder_streams_one_shard_per_video(fixtures_dir: Path) -> None:
@@ -50,17 +63,15 @@ def test_local_folder_streams_one_shard_per_video(fixtures_dir: Path) -> None:
 
 def test_metadata_filters_and_exclusion(data_root: Path) -> None:
     blues = str(data_root / "covid_blues")
-    everything = open_source([SourceSpec(blues)])
-    assert len(everything.rows) == 362
-    no_fold0 = open_source([SourceSpec(blues)], exclude={"fold": 0})
-    assert len(no_fold0.rows) == 362 - 71 and all(r["fold"] != 0 for r in no_fold0.rows)
-    convex_cc_by = open_source(
+    everything = _listed([SourceSpec(blues)])
+    assert len(everything) == 362
+    no_fold0 = _listed([SourceSpec(blues)], exclude={"fold": 0})
+    assert len(no_fold0) == 362 - 71 and all(r["fold"] != 0 for r in no_fold0)
+    convex_cc_by = _listed(
         [SourceSpec(str(data_root / "pocus"))], filters={"probe": "convex", "licence": ["CC-BY-4.0", "CC-BY-2.0"]}
     )
-    assert convex_cc_by.rows and all(
-        r["probe"] == "convex" and r["licence"].startswith("CC-BY-") for r in convex_cc_by.rows
-    )
-    assert len({r["source"] for r in convex_cc_by.rows}) > 1  # the metadata's source column names sub-datasets
+    assert convex_cc_by and all(r["probe"] == "convex" and r["licence"].startswith("CC-BY-") for r in convex_cc_by)
+    assert len({r["source"] for r in convex_cc_by}) > 1  # the metadata's source column names sub-datasets
     with pytest.raises(DataError, match="not in the metadata"):
         open_source([SourceSpec(blues)], filters={"probe_type": "linear"})
     with pytest.raises(DataError, match="no video left"):
@@ -68,7 +79,7 @@ def test_metadata_filters_and_exclusion(data_root: Path) -> None:
 
 
 def test_meta_split_is_by_identity_and_deterministic(data_root: Path) -> None:
-    rows = open_source([SourceSpec(str(data_root / "covid_blues"))]).rows
+    rows = _listed([SourceSpec(str(data_root / "covid_blues"))])
     is_meta = meta_split_fn(0.2, seed=0)
     meta = {r["key"] for r in rows if is_meta(r)}
     assert 0.12 < len(meta) / len(rows) < 0.28
@@ -150,7 +161,7 @@ def test_a_symlink_that_stays_inside_the_folder_is_fine_for_training(
     (root / "alias.mp4").symlink_to(root / "store" / "other.mp4")
     (root / "sub").mkdir()
     (root / "metadata.csv").write_text("file_name,label\ninside.mp4,x\nsub/../alias.mp4,y\n")
-    rows = open_source([SourceSpec(str(root))]).rows
+    rows = _listed([SourceSpec(str(root))])
     assert [r["key"] for r in rows] == ["inside.mp4", "alias.mp4"]
     (root / "metadata.csv").write_text("file_name,label\nalias.mp4,x\nstore/other.mp4,y\n")
     with pytest.raises(DataError, match="rows 2 and 3.*same file"):  # a link is no way to list a file twice
@@ -167,7 +178,7 @@ def test_a_metadata_csv_that_is_not_utf8_is_one_line_error(tmp_path: Path, synth
 
 def test_a_utf8_metadata_csv_with_a_byte_order_mark_reads(tmp_path: Path, synthetic_clips: list[Path]) -> None:
     root = _folder_with_metadata(tmp_path, synthetic_clips[0], ["inside.mp4"], encoding="utf-8-sig")
-    assert [r["label"] for r in open_source([SourceSpec(str(root))]).rows] == ["x"]
+    assert [r["label"] for r in _listed([SourceSpec(str(root))])] == ["x"]
 
 
 def test_a_file_listed_twice_in_the_metadata_is_refused(tmp_path: Path, synthetic_clips: list[Path]) -> None:

@@ -13,11 +13,12 @@ import torch
 
 from hostsync import no_host_sync
 from timm_uscl.training.data import DataConfig, DataError
-from timm_uscl.training.data.pairs import plan_pair
-from timm_uscl.training.data.sampling import beta_3_5, beta_half_half, mix_views, sample_pairs
+from timm_uscl.training.data.datamodule import DataModule, data_module
+from timm_uscl.training.data.pairs import plan_pair, sample_pairs
+from timm_uscl.training.data.sampling import beta_3_5, beta_half_half, mix_views
 from timm_uscl.training.data.sources import meta_split_fn
 from timm_uscl.training.data.store import FrameStore, build_store, load_store, save_store, store_settings
-from timm_uscl.training.data.store_module import StoreDataModule, batch_sizes, data_module, placement
+from timm_uscl.training.data.store_module import StoreDataModule, batch_sizes, placement
 
 CPU = torch.device("cpu")
 
@@ -322,6 +323,14 @@ def test_on_the_gpu_a_whole_epoch_is_sampled_and_augmented_without_a_host_sync(
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert all(x1.is_cuda and x1.shape[1:] == (3, 32, 32) for x1, _ in views)
+
+
+def test_both_data_modules_offer_everything_the_engine_may_call(clip_folder: Path) -> None:
+    members = {name for name in vars(DataModule) if not name.startswith("_")} | set(DataModule.__annotations__)
+    assert {"train_loader", "meta_iterator", "gpu_views", "state_dict", "num_videos", "stats"} <= members
+    for store in ("off", "device"):
+        dm = data_module(_cfg(clip_folder, store=store), device="cpu")
+        assert [name for name in sorted(members) if not hasattr(dm, name)] == [], store
 
 
 def test_on_cpu_auto_takes_the_frame_store_when_the_frames_fit_and_says_so(

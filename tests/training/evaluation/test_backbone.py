@@ -227,7 +227,9 @@ def test_random_init_is_torchvision_style_by_default_and_timm_on_request(synthet
     assert tv.init == "torchvision" and all(bool((w == 1).all()) for w in _last_bn_weights(tv.model))
     tm = load_backbone("resnet18", pretrained=False, init="timm")
     assert tm.init == "timm" and all(bool((w == 0).all()) for w in _last_bn_weights(tm.model))
-    unet = build_unet(tv).encoder.model.state_dict()  # the U-Net encoder starts from the same initialisation
+    unet = (
+        build_unet(tv).get_submodule("encoder.model").state_dict()
+    )  # the U-Net encoder starts from the same initialisation
     assert all(torch.equal(v, unet[k]) for k, v in tv.model.state_dict().items() if k in unet)
 
     assert evaluate("resnet18", pretrained=False, data_root=synthetic_root, **TINY)["init"] == "torchvision"

@@ -189,7 +189,7 @@ def test_checkpoint_needs_arch_and_loads_into_every_protocol(tmp_path: Path, dat
 
     backbone = load_backbone(str(path), arch=MODEL)
     assert backbone.mean == (0.18,) * 3
-    encoder = build_unet(backbone).encoder.model.state_dict()
+    encoder = build_unet(backbone).get_submodule("encoder.model").state_dict()
     assert all(torch.equal(v, encoder[k]) for k, v in backbone.model.state_dict().items() if k in encoder)
 
     kwargs = dict(TINY, tasks=["busi"], protocol="linear", data_root=data_root)
@@ -207,7 +207,7 @@ def test_local_dir_export_loads_with_its_preprocessing(tmp_path: Path) -> None:
     model = timm.create_model(MODEL, num_classes=0)
     backbone = load_backbone(f"local-dir:{export(model, tmp_path / 'export', 'resnet18_uscl.metauscl_us4_64')}")
     assert backbone.mean == (0.18,) * 3
-    encoder = build_unet(backbone).encoder.model.state_dict()
+    encoder = build_unet(backbone).get_submodule("encoder.model").state_dict()
     assert all(torch.equal(v, encoder[k]) for k, v in model.state_dict().items() if k in encoder)
 
 

@@ -104,8 +104,8 @@ def test_meta_steps_through_the_graph_bookkeeping_equal_eager_steps(bn_views):
         got.append(graphs.meta_step(model, cmw, opt, copt, *b, step=i, config=config))
         want.append(meta_step(ref_model, ref_cmw, ref_opt, ref_copt, *b, step=i, config=config))
     for g, w in zip(got, want):
-        for a, b in zip(_tensors(g), _tensors(w)):
-            torch.testing.assert_close(a, b)
+        for mine, eager in zip(_tensors(g), _tensors(w)):
+            torch.testing.assert_close(mine, eager)
     torch.testing.assert_close(_state(model, cmw), _state(ref_model, ref_cmw))
     # steps 0-1 warm-up (step 0 creates the optimizers' states, so the state is steady from step 1 on),
     # 2 capture + replay, 3-5 replays, 6 new lr (eager), 7 capture + replay, 8 replay, 9 partial batch (eager)

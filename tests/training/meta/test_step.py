@@ -73,15 +73,15 @@ def _hypergradient(model, cmw, opt, x1, x2, m1, m2, **config):
     """The hypergradient at the current state, by ``config["hypergrad"]`` (default: the linearised route), with
     one `Tape` per BatchNorm batch (the two views apart, or their concatenation)."""
     model, opt = _copy_with_optimizer(model, opt)  # these forwards must not move the caller's BN statistics
-    config = MetaStepConfig(**config)
-    batches = [x1, x2] if config.bn_views == "per_view" else [torch.cat([x1, x2])]
+    settings = MetaStepConfig(**config)
+    batches = [x1, x2] if settings.bn_views == "per_view" else [torch.cat([x1, x2])]
     tapes, outs = [], []
     for batch in batches:
         with Tape(model) as tape:
             outs.append(model(batch))
         tapes.append(tape)
     h, z = (torch.cat(parts) for parts in zip(*outs))
-    return hypergradient(model, cmw, opt, (x1, x2), h, z, (m1, m2), config, tapes)
+    return hypergradient(model, cmw, opt, (x1, x2), h, z, (m1, m2), settings, tapes)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,12 @@ def test_meta_step_takes_the_linearised_route_where_it_is_exact_and_the_jvp_rout
     from timm_uscl.training.meta import hypergrad
 
     calls = []
-    monkeypatch.setattr(hypergrad, "tangent", lambda *a: calls.append(1) or tangent(*a))
+
+    def counted(*args):
+        calls.append(1)
+        return tangent(*args)
+
+    monkeypatch.setattr(hypergrad, "tangent", counted)
     model, cmw, opt, batches = _setup()
     meta_step(model, cmw, opt, cmw_optimizer(cmw), *batches)
     assert calls == [1, 1]  # one tangent pass per BatchNorm batch (per_view: one per view)
@@ -356,7 +361,7 @@ def test_ddp_two_gloo_processes_match_the_single_process_recipe(tmp_path, bn_vie
     for p, g0, g1 in zip(cmw.parameters(), *per_rank):
         p.grad = (g0 + g1) / 2
     copt.step()
-    outs = [_two_views(model, *local[r][:2], bn_views) for r in range(2)]  # BN sees each rank's batches
+    outs = [_two_views(model, local[r][0], local[r][1], bn_views) for r in range(2)]  # BN sees each rank's batches
     h1, h2, z1, z2 = (torch.cat([o[i][j * 3 : (j + 1) * 3] for o in outs]) for i, j in [(0, 0), (0, 1), (1, 0), (1, 1)])
     weights = cmw(h1, h2).detach()
     loss = weighted_mean(nt_xent(z1, z2, gather=False), weights, gather=False)

@@ -63,7 +63,7 @@ def test_an_input_changed_in_place_after_the_forward_is_refused():
     tape.input = x
     y.mul_(2)  # the second convolution's recorded input is no longer what it saw
     with pytest.raises(RuntimeError, match="modified in place.*hypergrad='jvp'"):
-        tangent(model, tape, {"1.weight": torch.ones_like(model[1].weight)})
+        tangent(model, tape, {"1.weight": torch.ones_like(model.get_parameter("1.weight"))})
 
 
 def test_tangent_without_a_recorded_forward_says_how():
@@ -84,7 +84,7 @@ def test_tangent_without_a_recorded_forward_says_how():
     ids=["gelu", "reflect-padding", "dropout", "resnet-drop-rate", "squeeze-excite"],
 )
 def test_layers_without_an_exact_rule_are_named(build, words):
-    assert words in unsupported_reason(build())
+    assert words in (unsupported_reason(build()) or "")
 
 
 def test_inactive_dropout_and_eval_mode_are_accepted():
@@ -123,9 +123,9 @@ def test_batch_statistics_stay_accurate_when_the_mean_dwarfs_the_spread():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with torch.no_grad():
-        model[0].bias.fill_(2000.0)  # |mean| / std ~ 1e3 at the BatchNorm input
+        model.get_parameter("0.bias").fill_(2000.0)  # |mean| / std ~ 1e3 at the BatchNorm input
     x = torch.randn(4, 3, 12, 12)
-    directions = {"0.weight": torch.randn_like(model[0].weight)}
+    directions = {"0.weight": torch.randn_like(model.get_parameter("0.weight"))}
     with Tape(model) as tape:
         model(x)
     got = tangent(model, tape, directions)
@@ -141,4 +141,4 @@ def test_unsupported_models_and_second_forwards_are_refused_by_the_pass_itself()
             model(torch.randn(1, 3, 5, 5))
     with pytest.raises(ValueError, match="GELU"):
         tangent(model, tape, {})
-    assert "weight_norm" in unsupported_reason(nn.Sequential(nn.utils.weight_norm(nn.Conv2d(3, 4, 3))))
+    assert "weight_norm" in (unsupported_reason(nn.Sequential(nn.utils.weight_norm(nn.Conv2d(3, 4, 3)))) or "")
