@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import EvaluationError
-from ..evaluation.config import BUDGETS, DEFAULT_TASKS, INITS, PROTOCOLS, TASK_KINDS, EvalConfig
+from ..evaluation.config import BUDGETS, DEFAULT_TASKS, INITS, PRECISIONS, PROTOCOLS, TASK_KINDS, EvalConfig
 
 __all__ = ["register"]
 
@@ -58,6 +58,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         task_cache=args.task_cache,
         init=args.init,
+        precision=args.precision,
+        work_dir=args.work_dir,
     )
     markdown = results_to_markdown(results)
     if args.out:  # strict JSON (null, never NaN), replaced whole: a killed run leaves no half-written file
@@ -145,6 +147,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-items", type=int, help="at most this many videos/images per fold (smoke runs)")
     p.add_argument("--device", default=_DEFAULTS["device"], help="cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=_DEFAULTS["precision"],
+        help="bf16 autocast of the forwards, or fp32; auto: bf16 where the CPU/GPU computes it natively (recorded "
+        "in the results; compare refuses to pair different precisions)",
+    )
+    p.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="keep each finished (task, protocol, fold, seed) here; a rerun of the same settings computes only the "
+        "missing ones (a killed evaluation resumes)",
+    )
     p.add_argument("--random-init", action="store_true", help="do not load pretrained weights (baseline)")
     p.add_argument(
         "--init",

@@ -22,7 +22,8 @@ Two intervals for every difference:
   together), the same resamples for both methods.
 
 A pair is refused in one line (:class:`EvaluationError`) unless both results were evaluated on the same folds,
-seeds, protocols, budget, settings and items; results of different code commits are refused unless
+seeds, protocols, budget, precision, settings and items (results written before ``precision`` was recorded ran
+in fp32); results of different code commits are refused unless
 ``allow_mixed_commits``, and then flagged in the output (as is a modified work tree).
 
 Results JSON (what :func:`.run.evaluate` returns and ``timm-uscl evaluate --out`` writes; strict JSON, an
@@ -30,9 +31,11 @@ undefined value is ``null``)::
 
     {"model", "arch", "pretrained", "init", "weights_sha256", "mean", "std",
      "config": {EvalConfig's fields (image_size, frames_per_video, epochs, seed, seeds, select, max_items, budget,
-                ...), "task_epochs": {task: epochs}, "run_seeds": [seed, ...], "folds": [...], "tasks": [...],
+                precision: "fp32" | "bf16" as resolved, never "auto", ...), "task_epochs": {task: epochs},
+                "run_seeds": [seed, ...], "folds": [...], "tasks": [...],
                 "protocols": [...], "task_dir": str | null},
-     "environment": {"commit": "<sha>[-dirty]" | null, "torch", "timm", "device", "cpu", "threads"},
+     "environment": {"commit": "<sha>[-dirty]" | null, "torch", "timm", "device", "cpu", "threads",
+                     "precision": why auto chose it, or "set in the config"},
      "runtime_s": {task: seconds},
      "tasks": {task: {
          "description", "kind": "video" | "image" | "segmentation", "classes": [...], "folds": [...],
@@ -263,7 +266,8 @@ def _describe(value: Any) -> str:
 
 
 def _check_config(a: Method, b: Method) -> None:
-    ca, cb = a.results["config"], b.results["config"]
+    # results written before the precision was recorded ran in fp32
+    ca, cb = ({"precision": "fp32", **m.results["config"]} for m in (a, b))
     for key in sorted((set(ca) | set(cb)) - _IGNORED_CONFIG):
         if ca.get(key) != cb.get(key):
             raise EvaluationError(
@@ -441,7 +445,8 @@ def _setting(results: Mapping[str, Any]) -> str:
     )
     return (
         f"budget `{cfg.get('budget')}`, folds {cfg['folds']}, seeds {cfg.get('run_seeds', [cfg['seed']])}, "
-        f"{cfg['image_size']}² px, {cfg['frames_per_video']} frames/video, epochs {per_task}, epoch chosen by "
+        f"{cfg['image_size']}² px, {cfg['frames_per_video']} frames/video, {cfg.get('precision', 'fp32')}, epochs "
+        f"{per_task}, epoch chosen by "
         f"`{cfg['select']}`" + (f", at most {cfg['max_items']} items per fold" if cfg.get("max_items") else "")
     )
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config import PRECISIONS
+
 if TYPE_CHECKING:
     from .tasks import TaskSpec
 
 __all__ = [
     "PROTOCOLS",
+    "PRECISIONS",
     "DEFAULT_TASKS",
     "DEFAULT_FOLDS",
     "TASK_KINDS",
@@ -55,6 +58,9 @@ class EvalConfig:
     seeds: int = 1  # fine-tunes repeated with seeds seed, seed + 1, ...: one run is one draw of the fine-tune
     task_epochs: tuple[tuple[str, int], ...] = ()  # per-task epochs replacing ``epochs`` (a budget sets them)
     budget: str | None = None  # the named budget (BUDGETS) these settings came from, recorded with the results
+    # auto | fp32 | bf16 (PRECISIONS, the trainer's table): bf16 autocast of the forwards; evaluate() resolves auto
+    # once (training/runtime.py) and records the precision that ran, so compare can refuse mixing them
+    precision: str = "auto"
 
     def hyper(self, spec: TaskSpec) -> tuple[float, int]:
         lr, bs = _FINETUNE_DEFAULTS[spec.finetune]

@@ -3,6 +3,7 @@ choice of the reported epoch, which never looks at the test fold (:func:`select_
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,6 +24,8 @@ __all__ = [
     "random_resized_crop",
     "batches",
     "forward_rows",
+    "autocast",
+    "channels_last",
     "select_epoch",
     "EpochTrace",
     "run_epochs",
@@ -76,6 +79,18 @@ def batches(rows: np.ndarray, batch_size: int, gen: torch.Generator) -> Iterator
             yield batch
 
 
+def autocast(cfg: EvalConfig) -> torch.autocast:
+    """bf16 autocast of a forward where the evaluation's resolved precision is ``bf16`` (a no-op for ``fp32``).
+    Only forwards run under it: losses and metrics take the outputs as float32."""
+    device = torch.device(cfg.device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A batch of images in channels_last, the layout the model is moved to: oneDNN's fast convolution path."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def forward_rows(
     model: nn.Module,
@@ -85,12 +100,17 @@ def forward_rows(
     device: torch.device,
     batch_size: int = 256,
     label: str = "the model",
+    cfg: EvalConfig | None = None,
 ) -> torch.Tensor:
-    """Outputs for ``rows`` in eval mode; non-finite outputs stop the run (argmax of NaN would score class 0)."""
+    """Float32 outputs for ``rows`` in eval mode, under ``cfg``'s precision (:func:`autocast`; None: fp32);
+    non-finite outputs stop the run (argmax of NaN would score class 0)."""
     model.eval()
-    out = torch.cat(
-        [model(norm(x[rows[i : i + batch_size]].to(device))).float().cpu() for i in range(0, len(rows), batch_size)]
-    )
+    outs = []
+    for i in range(0, len(rows), batch_size):
+        batch = channels_last(norm(x[rows[i : i + batch_size]].to(device)))
+        with autocast(cfg) if cfg is not None else contextlib.nullcontext():
+            outs.append(model(batch).float().cpu())
+    out = torch.cat(outs)
     if not bool(torch.isfinite(out).all()):
         raise EvaluationError(f"{label}: non-finite (NaN or inf) outputs; no score is computed from them")
     return out

@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import EvaluationError
 from .backbone import Backbone, Normalize, TimmModel, last_block
 from .config import EvalConfig
-from .fitting import EpochTrace, fit, fit_split, forward_rows, random_resized_crop
+from .fitting import EpochTrace, autocast, channels_last, fit, fit_split, forward_rows, random_resized_crop
 from .metrics import classification_metrics, dice_iou, segmentation_metrics, video_probs
 from .tasks import TaskData
 
@@ -114,17 +114,19 @@ def finetune_classifier(
         model.requires_grad_(False)
         last_block(model).requires_grad_(True)
         model.get_classifier().requires_grad_(True)
-    model.to(device)
+    model.to(device).to(memory_format=torch.channels_last)
     lr, batch_size = cfg.hyper(data.spec)
     norm = Normalize(backbone, device)
     fit_rows, val = fit_split(data, train, cfg, seed)
 
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         x, _ = random_resized_crop(data.x[rows].to(device), gen)
-        return F.cross_entropy(model(norm(x)), data.y[rows].to(device))
+        with autocast(cfg):
+            logits = model(channels_last(norm(x)))
+        return F.cross_entropy(logits.float(), data.y[rows].to(device))
 
     def probs(rows: np.ndarray) -> np.ndarray:
-        return forward_rows(model, data.x, rows, norm, device, label=backbone.name).softmax(1).numpy()
+        return forward_rows(model, data.x, rows, norm, device, label=backbone.name, cfg=cfg).softmax(1).numpy()
 
     def val_accuracy() -> float:
         assert val is not None
@@ -160,9 +162,9 @@ def finetune_classifier(
 def extract_features(backbone: Backbone, data: TaskData, cfg: EvalConfig) -> np.ndarray:
     """Pooled frozen features of every row, computed once per task (the backbone never changes in the probe)."""
     device = torch.device(cfg.device)
-    model = copy.deepcopy(backbone.model).to(device)
-    rows = np.arange(len(data.x))
-    return forward_rows(model, data.x, rows, Normalize(backbone, device), device, label=backbone.name).numpy()
+    model = copy.deepcopy(backbone.model).to(device).to(memory_format=torch.channels_last)
+    rows, norm = np.arange(len(data.x)), Normalize(backbone, device)
+    return forward_rows(model, data.x, rows, norm, device, label=backbone.name, cfg=cfg).numpy()
 
 
 def linear_probe(
@@ -222,7 +224,7 @@ def finetune_unet(
 ) -> dict[str, Any]:
     """One fold of lesion segmentation: U-Net, whole network, BCE + Dice loss, crop/flip applied to image and mask."""
     seed, gen, device = _fold_seed(cfg, fold)
-    model = build_unet(backbone).to(device)
+    model = build_unet(backbone).to(device).to(memory_format=torch.channels_last)
     lr, batch_size = cfg.hyper(data.spec)
     norm = Normalize(backbone, device)
     fit_rows, val = fit_split(data, train, cfg, seed)
@@ -230,11 +232,12 @@ def finetune_unet(
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         x, m = random_resized_crop(data.x[rows].to(device), gen, masks=data.y[rows].to(device))
         assert m is not None
-        logits = model(norm(x))
+        with autocast(cfg):
+            logits = model(channels_last(norm(x))).float()
         return F.binary_cross_entropy_with_logits(logits, m) + _dice_loss(logits, m)
 
     def scores(rows: np.ndarray) -> _SegScores:
-        logits = forward_rows(model, data.x, rows, norm, device, batch_size=64, label=backbone.name)
+        logits = forward_rows(model, data.x, rows, norm, device, batch_size=64, label=backbone.name, cfg=cfg)
         pred, target = (logits > 0).numpy()[:, 0], data.y[rows].numpy()[:, 0] > 0
         return _SegScores(segmentation_metrics(pred, target), dice_iou(pred, target)[0])
 

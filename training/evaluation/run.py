@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ import torch
 from timm_uscl.checksum import sha256_file
 from timm_uscl.outdir import write_text_atomic
 
+from ..config import PRECISIONS
 from ..errors import EvaluationError
 from ..provenance import environment
+from ..runtime import resolve_precision
 from .backbone import Backbone, check_finite, load_backbone
 from .config import DEFAULT_TASKS, INITS, PROTOCOLS, REPRO_TASKS, EvalConfig, budget_config
 from .metadata import fold_range
@@ -36,6 +39,7 @@ from .protocols import extract_features, finetune_classifier, finetune_unet, lin
 from .task_cache import load_task_cached
 from .task_dir import task_from_dir
 from .tasks import TASKS, Item, TaskData, TaskSpec, fold_split, load_items, resolve_data_root, subsample
+from .units import UnitStore
 
 __all__ = ["evaluate", "evaluate_for_reproduction"]
 
@@ -59,21 +63,38 @@ def _protocol_name(spec: TaskSpec, protocol: str) -> str:
 
 
 def _run_protocol(
-    backbone: Backbone, data: TaskData, protocol: str, splits: dict[int, tuple[np.ndarray, np.ndarray]], cfg: EvalConfig
+    backbone: Backbone,
+    data: TaskData,
+    protocol: str,
+    splits: dict[int, tuple[np.ndarray, np.ndarray]],
+    cfg: EvalConfig,
+    units: UnitStore,
 ) -> dict[str, Any]:
     """Every fold (x every seed, for a fine-tune) of one protocol on one task, with its hyper-parameters, the
     mean ± std over runs and the reference-style figure pooled over runs. The linear probe is deterministic:
-    one run per fold, ``seeds`` None."""
+    one run per fold, ``seeds`` None. A unit ``units`` keeps from an earlier run is loaded, not recomputed."""
     spec, folds = data.spec, list(splits)
     seeds: list[int] | None = None
     if protocol == "linear":
-        feats = extract_features(backbone, data, cfg)
-        runs = [linear_probe(feats, data, f, *splits[f], cfg) for f in folds]
+        feats: list[np.ndarray] = []  # extracted once, and only when a fold still needs them
+
+        def probe(f: int) -> dict[str, Any]:
+            if not feats:
+                feats.append(extract_features(backbone, data, cfg))
+            return linear_probe(feats[0], data, f, *splits[f], cfg)
+
+        runs = [units.run(spec.name, protocol, f, None, partial(probe, f)) for f in folds]
         hyper: dict[str, Any] = {"classifier": "StandardScaler + LogisticRegression(lbfgs, C=1)"}
     else:
         fn = finetune_unet if spec.kind == "segmentation" else finetune_classifier
         seeds = list(cfg.run_seeds)
-        runs = [fn(backbone, data, f, *splits[f], replace(cfg, seed=s)) for s in seeds for f in folds]
+        runs = [
+            units.run(
+                spec.name, protocol, f, s, lambda f=f, s=s: fn(backbone, data, f, *splits[f], replace(cfg, seed=s))
+            )
+            for s in seeds
+            for f in folds
+        ]
         lr, bs = cfg.hyper(spec)
         hyper = {
             "lr": lr,
@@ -94,7 +115,7 @@ def _run_protocol(
 
 
 def _evaluate_task(
-    backbone: Backbone, source: Source, protocols: list[str], folds: Sequence[int], cfg: EvalConfig
+    backbone: Backbone, source: Source, protocols: list[str], folds: Sequence[int], cfg: EvalConfig, units: UnitStore
 ) -> dict[str, Any]:
     spec, base, items = source
     cfg = cfg.for_task(spec.name)
@@ -109,7 +130,7 @@ def _evaluate_task(
         "n_items": len(data.items),
         "n_rows": len(data.x),
         "items": [_item_name(it, base) for it in data.items],
-        "protocols": {proto: _run_protocol(backbone, data, proto, splits, cfg) for proto in protocols},
+        "protocols": {proto: _run_protocol(backbone, data, proto, splits, cfg, units) for proto in protocols},
     }
 
 
@@ -174,6 +195,20 @@ def _check_request(tasks: Sequence[str], protocols: Sequence[str], cfg: EvalConf
         raise EvaluationError(f"init must be one of {list(INITS)}, got {cfg.init!r}")
     if cfg.seeds < 1:
         raise EvaluationError(f"--seeds {cfg.seeds}: give at least 1 (the number of fine-tunes per fold)")
+    if cfg.precision not in PRECISIONS:
+        raise EvaluationError(f"--precision {cfg.precision}: give one of {', '.join(PRECISIONS)}")
+
+
+def _unit_settings(results: dict[str, Any], sources: Sequence[Source]) -> dict[str, Any]:
+    """What a kept unit must have been computed under to be reused: the model (weights sha256), every setting
+    that changes a number (the resolved precision included), the items of every task and the code commit."""
+    ignored = ("progress", "device", "task_cache")  # where it ran and how it printed: not what it measured
+    return {
+        **{k: results[k] for k in ("model", "arch", "pretrained", "init", "weights_sha256", "mean", "std")},
+        "config": {k: v for k, v in results["config"].items() if k not in ignored},
+        "items": {spec.name: [_item_name(it, base) for it in items] for spec, base, items in sources},
+        "commit": results["environment"].get("commit"),
+    }
 
 
 def evaluate(
@@ -190,6 +225,7 @@ def evaluate(
     group_column: str | None = None,
     card_export: str | Path | None = None,
     budget: str | None = None,
+    work_dir: str | Path | None = None,
     **config: Any,
 ) -> dict[str, Any]:
     """Evaluate a backbone on downstream tasks; returns JSON-ready results (see :func:`results_to_markdown`).
@@ -198,14 +234,18 @@ def evaluate(
     ``task_dir`` adds your own folder (:mod:`.task_dir`). ``folds`` are the test folds (default: each task's
     folds); each trains on all the other folds. ``card_export``: refuse unless the evaluated weights file is
     that export's ``model.safetensors``. ``budget``: a named budget (:data:`.config.BUDGETS`) that sets image
-    size, frames, per-task epochs and the default number of seeds. ``config`` holds :class:`EvalConfig` fields
-    (image_size, frames_per_video, epochs, seeds, batch_size, lr, select, max_items, device, seed, task_cache,
-    init, ...); None means the default.
+    size, frames, per-task epochs and the default number of seeds. ``work_dir``: keep every finished unit there
+    and reuse those of an earlier, interrupted run of the same settings (:mod:`.units`). ``config`` holds
+    :class:`EvalConfig` fields (image_size, frames_per_video, epochs, seeds, batch_size, lr, select, max_items,
+    device, seed, task_cache, init, precision, ...); None means the default. ``precision`` ``auto`` is resolved
+    here, once, and the results record the precision that ran.
     """
     cfg = budget_config(budget, **config)
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
     tasks = list(tasks) if tasks is not None else ([] if task_dir is not None else list(DEFAULT_TASKS))
     _check_request(tasks, protocols, cfg)
+    precision = resolve_precision(cfg.precision, torch.device(cfg.device))
+    cfg = replace(cfg, precision=precision.name)
     sources = _sources(tasks, data_root, task_dir, task_kind, group_column, cfg)  # fail fast on data
     test_folds = {spec.name: _folds_of(spec, folds) for spec, _, _ in sources}
     per_task_protocols = {spec.name: _protocols_for(spec, protocols) for spec, _, _ in sources}
@@ -233,15 +273,18 @@ def evaluate(
         },
         "tasks": {},
         "runtime_s": {},
-        "environment": environment(cfg.device),
+        "environment": {**environment(cfg.device), "precision": precision.reason},
     }
     results["config"].update(protocols=protocols, task_dir=None if task_dir is None else str(task_dir))
+    units = UnitStore(work_dir, _unit_settings(results, sources))
     cudnn_flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         for source in sources:
             name, start = source[0].name, time.perf_counter()
-            results["tasks"][name] = _evaluate_task(backbone, source, per_task_protocols[name], test_folds[name], cfg)
+            results["tasks"][name] = _evaluate_task(
+                backbone, source, per_task_protocols[name], test_folds[name], cfg, units
+            )
             results["runtime_s"][name] = round(time.perf_counter() - start, 2)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_flags
@@ -262,14 +305,19 @@ def evaluate_for_reproduction(
     card_export: str | Path | None = None,
     max_items: int | None = None,
     progress: bool = False,
+    precision: str = "auto",
+    work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """One row of the reproduction table: ``model`` on :data:`.config.REPRO_TASKS`, both protocols, every fold,
     under ``budget`` (seeds: the budget's unless given), written to ``out_json`` as strict JSON and beside it as
     markdown (``.md``). Both files are replaced atomically once everything ran: an interrupted evaluation leaves
     no results file, so a stage runner can take "``out_json`` exists" as "done". ``random_init``: the baseline
     row (``model`` is then an architecture, e.g. ``resnet18_uscl``); ``max_items`` per fold and ``budget="smoke"``
-    make a pipeline check. The same as ``timm-uscl evaluate MODEL --tasks pocus busi busi_seg --budget repro64
-    --no-progress --out OUT.json`` (which writes the markdown only with ``--markdown``)."""
+    make a pipeline check. ``precision``: auto | fp32 | bf16 (auto resolved once, recorded). ``work_dir``: keep
+    each finished unit (task, protocol, fold, seed) there, so that a killed evaluation rerun with the same
+    settings computes only the missing units (:mod:`.units`). The same as ``timm-uscl evaluate MODEL --tasks pocus
+    busi busi_seg --budget repro64 --no-progress --out OUT.json [--precision P --work-dir DIR]`` (which writes the
+    markdown only with ``--markdown``)."""
     out = Path(out_json).expanduser()
     if not out.parent.is_dir():
         raise EvaluationError(f"{out}: its folder does not exist; create it first")
@@ -287,6 +335,8 @@ def evaluate_for_reproduction(
         task_cache=None if task_cache is None else str(task_cache),
         max_items=max_items,
         progress=progress,
+        precision=precision,
+        work_dir=work_dir,
     )
     write_text_atomic(out.with_suffix(".md"), results_to_markdown(results))
     write_text_atomic(out, strict_json(results))
