@@ -88,13 +88,11 @@ def _run_protocol(
     else:
         fn = finetune_unet if spec.kind == "segmentation" else finetune_classifier
         seeds = list(cfg.run_seeds)
-        runs = [
-            units.run(
-                spec.name, protocol, f, s, lambda f=f, s=s: fn(backbone, data, f, *splits[f], replace(cfg, seed=s))
-            )
-            for s in seeds
-            for f in folds
-        ]
+
+        def tune(f: int, s: int) -> dict[str, Any]:
+            return fn(backbone, data, f, *splits[f], replace(cfg, seed=s))
+
+        runs = [units.run(spec.name, protocol, f, s, partial(tune, f, s)) for s in seeds for f in folds]
         lr, bs = cfg.hyper(spec)
         hyper = {
             "lr": lr,
