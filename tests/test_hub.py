@@ -314,4 +314,5 @@ def test_push_uploads_the_card_its_record_renders_never_a_hand_edited_row(hub, s
     card.write_text(card.read_text().replace("_No evaluation results", "| BUSI | accuracy | 99.9 | measured |\n\n_No"))
     assert cli(["push", str(export_dir), "--repo-id", "someone/edited"]) == 0
     uploaded = hub.files("someone/edited")["README.md"]
-    assert b"99.9" not in uploaded and uploaded == rendered
+    assert b"99.9" not in uploaded and uploaded != rendered  # the record's card, pointed at the repo pushed to
+    assert uploaded == (export_dir / "README.md").read_bytes() and b"someone/edited" in uploaded

@@ -68,7 +68,7 @@ TRAINER = PLUGIN.parent / "training" if (PLUGIN.parent / "training").is_dir() el
 ALLOWED = {
     "data": {"errors", "_lazy"},
     "meta": {"errors", "losses", "dist", "model", "_lazy"},
-    "evaluation": {"errors", "config", "provenance", "checkpoint", "data", "_lazy"},
+    "evaluation": {"errors", "config", "provenance", "runtime", "checkpoint", "data", "_lazy"},
 }
 
 

@@ -268,7 +268,14 @@ def record_card(config: Mapping[str, Any], label: str) -> str:
     """The README.md an export's (checked) config.json record renders: what install writes and push uploads, in
     place of the folder's README.md, so a hand-edited card row never travels (N4)."""
     entry = entry_from_record(config, label)
-    return render_model_card(entry, arch=config["architecture"], sha256=config[RECORD_KEY]["sha256"])
+    block = config[RECORD_KEY]
+    return render_model_card(
+        entry,
+        arch=config["architecture"],
+        sha256=block["sha256"],
+        software=block.get("software"),
+        size=block.get("size"),
+    )
 
 
 def update_card(export_dir: str | os.PathLike, results: Iterable[EvalResult], measured_sha256: str | None) -> Path:

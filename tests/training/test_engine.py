@@ -74,7 +74,7 @@ def test_smoke_run_writes_a_loadable_export(clip_folder, tmp_path):
     ):
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["step"] for r in records] == list(range(1, result.steps + 1))
     assert all("meta_loss" in r and 0 < r["weight_mean"] < 1 and 0 <= r["data_wait"] <= 1 for r in records)
     model: Any = timm.create_model(f"local-dir:{run / 'export'}", pretrained=True)  # timm's attributes: dynamic
     backbone = {
