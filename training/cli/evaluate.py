@@ -60,6 +60,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         init=args.init,
         precision=args.precision,
         work_dir=args.work_dir,
+        mask_foreground=args.mask_foreground,
+        resize_masks=args.resize_masks,
     )
     markdown = results_to_markdown(results)
     if args.out:  # strict JSON (null, never NaN), replaced whole: a killed run leaves no half-written file
@@ -98,6 +100,18 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
         "--data-root", help="folder holding pocus/ covid_blues/ busi/ (default: $TIMM_USCL_DATA or ../shared/data)"
     )
     p.add_argument("--task-cache", metavar="DIR", help="keep decoded tasks here; a later run decodes nothing")
+    p.add_argument(
+        "--mask-foreground",
+        type=int,
+        metavar="VALUE",
+        help="segmentation masks are label maps: pixels of this value are foreground (default: binary masks, 0 "
+        "with 1 or 255)",
+    )
+    p.add_argument(
+        "--resize-masks",
+        action="store_true",
+        help="stretch a mask of another size than its image to the image (default: refuse it, naming the file)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

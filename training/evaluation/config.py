@@ -61,6 +61,8 @@ class EvalConfig:
     # auto | fp32 | bf16 (PRECISIONS, the trainer's table): bf16 autocast of the forwards; evaluate() resolves auto
     # once (training/runtime.py) and records the precision that ran, so compare can refuse mixing them
     precision: str = "auto"
+    mask_foreground: int | None = None  # segmentation: None reads binary masks (0 with 1 or 255); V: label maps' V
+    resize_masks: bool = False  # segmentation: stretch a mask of another size than its image instead of refusing
 
     def hyper(self, spec: TaskSpec) -> tuple[float, int]:
         lr, bs = _FINETUNE_DEFAULTS[spec.finetune]
