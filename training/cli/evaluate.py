@@ -21,6 +21,22 @@ def _check_outputs(*paths: str | None) -> None:
             raise EvaluationError(f"{p}: its folder does not exist; create it first")
 
 
+def _recorded_data(model: str) -> list[str]:
+    """The pretraining folders an export's record names (its ``run`` fact ``data``), to flag evaluation items the
+    backbone saw; none for anything but a local export written by the trainer."""
+    import json
+
+    from timm_uscl.record import RECORD_KEY
+
+    folder = Path(model.removeprefix("local-dir:")).expanduser()
+    try:
+        record = json.loads((folder / "config.json").read_text()).get(RECORD_KEY) or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    facts = dict(pair for pair in record.get("run", []) if isinstance(pair, list) and len(pair) == 2)
+    return [s.strip() for s in str(facts.get("data", "")).split(", ") if s.strip()]
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from timm_uscl.outdir import write_text_atomic
 
@@ -62,6 +78,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         mask_foreground=args.mask_foreground,
         resize_masks=args.resize_masks,
+        pretrain_data=tuple(args.pretrain_data or _recorded_data(args.model)) or None,
     )
     markdown = results_to_markdown(results)
     if args.out:  # strict JSON (null, never NaN), replaced whole: a killed run leaves no half-written file
@@ -180,6 +197,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=INITS,
         default=_DEFAULTS["init"],
         help="random init: torchvision (every BatchNorm weight 1) or timm (each block's last BatchNorm weight 0)",
+    )
+    p.add_argument(
+        "--pretrain-data",
+        nargs="+",
+        metavar="DIR",
+        help="the folders the backbone was pretrained on: evaluation items also in them are warned about (default: "
+        "the data an export's record names)",
     )
     p.add_argument("--out", help="write the results JSON here")
     p.add_argument("--markdown", help="write the markdown table here")

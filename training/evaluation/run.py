@@ -33,6 +33,7 @@ from ..provenance import environment
 from ..runtime import resolve_precision
 from .backbone import Backbone, check_finite, load_backbone
 from .config import DEFAULT_TASKS, INITS, PROTOCOLS, REPRO_TASKS, EvalConfig, budget_config
+from .leakage import PretrainFiles, warn_leakage
 from .metadata import fold_range
 from .metrics import reference_style, results_to_markdown, strict_json, summarize
 from .protocols import extract_features, finetune_classifier, finetune_unet, linear_probe
@@ -247,6 +248,10 @@ def evaluate(
     sources = _sources(tasks, data_root, task_dir, task_kind, group_column, cfg)  # fail fast on data
     test_folds = {spec.name: _folds_of(spec, folds) for spec, _, _ in sources}
     per_task_protocols = {spec.name: _protocols_for(spec, protocols) for spec, _, _ in sources}
+    if cfg.pretrain_data:  # items the backbone was pretrained on are named before hours of work (.leakage)
+        pretrain = PretrainFiles.of(cfg.pretrain_data)
+        for spec, base, items in sources:
+            warn_leakage(spec, base, items, pretrain, context="evaluate")
 
     torch.manual_seed(cfg.seed)  # a random-init backbone depends on the seed only
     backbone = load_backbone(model_name_or_path, arch=arch, pretrained=pretrained, init=cfg.init)
