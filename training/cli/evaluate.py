@@ -42,6 +42,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ..evaluation import card_results, evaluate, results_to_markdown
     from ..evaluation.metrics import strict_json
+    from ..evaluation.predictions import prediction_tables, predictions_path
 
     _check_outputs(args.out, args.markdown)
     if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
@@ -78,11 +79,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         mask_foreground=args.mask_foreground,
         resize_masks=args.resize_masks,
+        label_column=args.label_column,
         pretrain_data=tuple(args.pretrain_data or _recorded_data(args.model)) or None,
     )
     markdown = results_to_markdown(results)
     if args.out:  # strict JSON (null, never NaN), replaced whole: a killed run leaves no half-written file
         write_text_atomic(Path(args.out), strict_json(results))
+        for task, table in prediction_tables(results).items():  # per-item rows beside it, for spreadsheets
+            write_text_atomic(predictions_path(Path(args.out), task), table)
     if args.markdown:
         Path(args.markdown).write_text(markdown)
     if args.card:
@@ -111,6 +115,7 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--group-column", metavar="COL", help="metadata.csv column keeping a patient in one fold (default: group)"
     )
+    p.add_argument("--label-column", metavar="COL", help="metadata.csv column holding the class (default: label)")
     p.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), help="finetune and/or linear")
     p.add_argument("--folds", nargs="+", type=int, help="test folds (default: all of each task's folds)")
     p.add_argument(
@@ -205,7 +210,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the folders the backbone was pretrained on: evaluation items also in them are warned about (default: "
         "the data an export's record names)",
     )
-    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument(
+        "--out",
+        help="write the results JSON here, and each task's per-item predictions beside it (OUT.TASK.predictions.csv)",
+    )
     p.add_argument("--markdown", help="write the markdown table here")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument(

@@ -63,6 +63,7 @@ class EvalConfig:
     precision: str = "auto"
     mask_foreground: int | None = None  # segmentation: None reads binary masks (0 with 1 or 255); V: label maps' V
     resize_masks: bool = False  # segmentation: stretch a mask of another size than its image instead of refusing
+    label_column: str | None = None  # --task-dir: the metadata.csv column of the class (None: "label")
     pretrain_data: tuple[str, ...] = ()  # the backbone's pretraining folders: evaluation items in them are warned of
 
     def hyper(self, spec: TaskSpec) -> tuple[float, int]:

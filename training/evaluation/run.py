@@ -155,12 +155,12 @@ def _sources(
         root = resolve_data_root(data_root)
         out += [(TASKS[t], root / TASKS[t].folder, load_items(TASKS[t], root)) for t in tasks]
     if task_dir is not None:
-        spec, items = task_from_dir(task_dir, task_kind, group_column)
+        spec, items = task_from_dir(task_dir, task_kind, group_column, label_column=cfg.label_column)
         if spec.name in tasks:
             raise EvaluationError(f"--task-dir {task_dir}: its name {spec.name!r} is a built-in task's; rename it")
         out.append((spec, Path(task_dir).expanduser(), items))
-    elif task_kind is not None or group_column is not None:
-        raise EvaluationError("--task-kind and --group-column describe a --task-dir; give one")
+    elif task_kind is not None or group_column is not None or cfg.label_column is not None:
+        raise EvaluationError("--task-kind, --group-column and --label-column describe a --task-dir; give one")
     return [(spec, base, subsample(items, cfg.max_items, cfg.seed)) for spec, base, items in out]
 
 
