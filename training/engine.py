@@ -205,6 +205,7 @@ def build_online_evaluator(config: TrainConfig) -> OnlineEvaluator | None:
         mean=config.data.mean,
         std=config.data.std,
         seed=config.data.seed,
+        pretrain_data=[config.data.source] if isinstance(config.data.source, str) else list(config.data.source),
     )
 
 

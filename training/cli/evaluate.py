@@ -21,11 +21,28 @@ def _check_outputs(*paths: str | None) -> None:
             raise EvaluationError(f"{p}: its folder does not exist; create it first")
 
 
+def _recorded_data(model: str) -> list[str]:
+    """The pretraining folders an export's record names (its ``run`` fact ``data``), to flag evaluation items the
+    backbone saw; none for anything but a local export written by the trainer."""
+    import json
+
+    from timm_uscl.record import RECORD_KEY
+
+    folder = Path(model.removeprefix("local-dir:")).expanduser()
+    try:
+        record = json.loads((folder / "config.json").read_text()).get(RECORD_KEY) or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    facts = dict(pair for pair in record.get("run", []) if isinstance(pair, list) and len(pair) == 2)
+    return [s.strip() for s in str(facts.get("data", "")).split(", ") if s.strip()]
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from timm_uscl.outdir import write_text_atomic
 
     from ..evaluation import card_results, evaluate, results_to_markdown
     from ..evaluation.metrics import strict_json
+    from ..evaluation.predictions import prediction_tables, predictions_path
 
     _check_outputs(args.out, args.markdown)
     if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
@@ -60,10 +77,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         init=args.init,
         precision=args.precision,
         work_dir=args.work_dir,
+        mask_foreground=args.mask_foreground,
+        resize_masks=args.resize_masks,
+        label_column=args.label_column,
+        pretrain_data=tuple(args.pretrain_data or _recorded_data(args.model)) or None,
     )
     markdown = results_to_markdown(results)
     if args.out:  # strict JSON (null, never NaN), replaced whole: a killed run leaves no half-written file
         write_text_atomic(Path(args.out), strict_json(results))
+        for task, table in prediction_tables(results).items():  # per-item rows beside it, for spreadsheets
+            write_text_atomic(predictions_path(Path(args.out), task), table)
     if args.markdown:
         Path(args.markdown).write_text(markdown)
     if args.card:
@@ -92,12 +115,25 @@ def _add_task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--group-column", metavar="COL", help="metadata.csv column keeping a patient in one fold (default: group)"
     )
+    p.add_argument("--label-column", metavar="COL", help="metadata.csv column holding the class (default: label)")
     p.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), help="finetune and/or linear")
     p.add_argument("--folds", nargs="+", type=int, help="test folds (default: all of each task's folds)")
     p.add_argument(
         "--data-root", help="folder holding pocus/ covid_blues/ busi/ (default: $TIMM_USCL_DATA or ../shared/data)"
     )
     p.add_argument("--task-cache", metavar="DIR", help="keep decoded tasks here; a later run decodes nothing")
+    p.add_argument(
+        "--mask-foreground",
+        type=int,
+        metavar="VALUE",
+        help="segmentation masks are label maps: pixels of this value are foreground (default: binary masks, 0 "
+        "with 1 or 255)",
+    )
+    p.add_argument(
+        "--resize-masks",
+        action="store_true",
+        help="stretch a mask of another size than its image to the image (default: refuse it, naming the file)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -167,7 +203,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=_DEFAULTS["init"],
         help="random init: torchvision (every BatchNorm weight 1) or timm (each block's last BatchNorm weight 0)",
     )
-    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument(
+        "--pretrain-data",
+        nargs="+",
+        metavar="DIR",
+        help="the folders the backbone was pretrained on: evaluation items also in them are warned about (default: "
+        "the data an export's record names)",
+    )
+    p.add_argument(
+        "--out",
+        help="write the results JSON here, and each task's per-item predictions beside it (OUT.TASK.predictions.csv)",
+    )
     p.add_argument("--markdown", help="write the markdown table here")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument(

@@ -61,6 +61,10 @@ class EvalConfig:
     # auto | fp32 | bf16 (PRECISIONS, the trainer's table): bf16 autocast of the forwards; evaluate() resolves auto
     # once (training/runtime.py) and records the precision that ran, so compare can refuse mixing them
     precision: str = "auto"
+    mask_foreground: int | None = None  # segmentation: None reads binary masks (0 with 1 or 255); V: label maps' V
+    resize_masks: bool = False  # segmentation: stretch a mask of another size than its image instead of refusing
+    label_column: str | None = None  # --task-dir: the metadata.csv column of the class (None: "label")
+    pretrain_data: tuple[str, ...] = ()  # the backbone's pretraining folders: evaluation items in them are warned of
 
     def hyper(self, spec: TaskSpec) -> tuple[float, int]:
         lr, bs = _FINETUNE_DEFAULTS[spec.finetune]

@@ -4,11 +4,18 @@ Videos go through the pretraining decoder (:func:`..data.decode.read_frames`): f
 FFmpeg, so a 1024² (or 8000²) clip never becomes a full-resolution tensor, and evaluation sees exactly the
 pixels pretraining does. A folder of images is a video too (its frames, in natural name order). Every file
 that is missing, empty or does not decode stops the run with one line naming it and its metadata.
+
+Masks (:class:`MaskRule`) are read as people store them: a binary mask is 0 for background and one other
+value (1 or 255) for foreground; a label map holds one value per class and ``--mask-foreground V`` says which
+value is the foreground. A mask whose values fit neither, or whose size is not its image's, is refused naming
+the file (``--resize-masks`` stretches a mask to its image instead): a silent rule scored 0/1 masks as empty
+(Dice 0.0) and stretched misaligned masks over the wrong pixels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +29,42 @@ from ..data.frames import FRAME_EXTENSIONS, frame_video
 from ..errors import DataError, DecodeError, EvaluationError
 from .tasks import Item, TaskData, TaskSpec, frame_indices
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "load_task", "listing_of"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "BINARY_FOREGROUNDS", "MaskRule", "load_task", "listing_of"]
 
 IMAGE_SUFFIXES = FRAME_EXTENSIONS
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpeg", ".mpg", ".wmv", ".gif")
+BINARY_FOREGROUNDS = (1, 255)  # the foreground value of a binary mask (its background is 0)
+_RAW_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")  # values read as stored (P: palette index)
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """Which mask pixels are foreground. ``foreground`` None: a binary mask (0 and one of
+    :data:`BINARY_FOREGROUNDS`); a value: a label map whose pixels equal to it are foreground. ``resize``: stretch
+    a mask of another size than its image instead of refusing it."""
+
+    foreground: int | None = None
+    resize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.foreground is not None and not 1 <= self.foreground <= 65535:
+            raise EvaluationError(
+                f"--mask-foreground {self.foreground}: give the label map's foreground value, 1 to 65535 "
+                "(0 is background)"
+            )
+
+    def foreground_of(self, values: np.ndarray, path: Path) -> np.ndarray:
+        """The boolean foreground of a mask's stored ``values``; a binary rule refuses any other values."""
+        if self.foreground is not None:
+            return values == self.foreground
+        found = np.unique(values)
+        if len(found) > 2 or not set(found.tolist()) <= {0, *BINARY_FOREGROUNDS} or {1, 255} <= set(found.tolist()):
+            shown = ", ".join(map(str, found[:8].tolist())) + (", ..." if len(found) > 8 else "")
+            raise EvaluationError(
+                f"{path}: mask values {{{shown}}} are not a binary mask (0 and 1, or 0 and 255; store masks as PNG, "
+                "not JPEG); for a label map give --mask-foreground VALUE"
+            )
+        return values != 0
 
 
 def listing_of(base: Path) -> Path:
@@ -50,19 +89,19 @@ def _check_exists(path: Path, where: Path | str | None) -> None:
         raise _bad(path, "empty (0 bytes)", where)
 
 
-def _load_image(path: Path, size: int, nearest: bool = False) -> torch.Tensor:
+def _load_image(path: Path, size: int) -> torch.Tensor:
     """A grey ``[1, size, size]`` uint8 image; JPEGs are already downscaled by the decoder (``draft``)."""
     with Image.open(path) as im:
         im.draft("L", (size, size))
-        resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-        gray = eight_bit(im).convert("L").resize((size, size), resample)  # 16-bit and float scaled, not clipped
+        gray = eight_bit(im).convert("L")  # 16-bit and float scaled, not clipped
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(gray).copy())[None]
 
 
-def _image(path: Path, size: int, where: Path | str | None, nearest: bool = False) -> torch.Tensor:
+def _image(path: Path, size: int, where: Path | str | None) -> torch.Tensor:
     _check_exists(path, where)
     try:
-        return _load_image(path, size, nearest)
+        return _load_image(path, size)
     except (
         OSError,
         ValueError,
@@ -70,6 +109,28 @@ def _image(path: Path, size: int, where: Path | str | None, nearest: bool = Fals
         DecodeError,
     ) as err:  # PIL's "cannot identify", truncation
         raise _bad(path, f"cannot be read as an image ({_reason(err)})", where) from None
+
+
+def _mask(path: Path, image: Path, size: int, rule: MaskRule, where: Path | str | None) -> torch.Tensor:
+    """A ``[1, size, size]`` uint8 0/1 mask: its foreground by ``rule`` at the stored size, then squashed to
+    ``size`` as its image is (nearest). Its size must be its image's unless ``rule.resize``."""
+    _check_exists(path, where)
+    try:
+        with Image.open(image) as im:
+            image_size = im.size
+        with Image.open(path) as m:
+            mask_size = m.size
+            values = np.asarray(m if m.mode in _RAW_MODES else m.convert("L"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise _bad(path, f"cannot be read as an image ({_reason(err)})", where) from None
+    if mask_size != image_size and not rule.resize:
+        raise EvaluationError(
+            f"{path}: mask is {mask_size[0]}x{mask_size[1]} px, its image {image.name} {image_size[0]}x"
+            f"{image_size[1]}; give the mask drawn on that image, or --resize-masks to stretch masks to their images"
+        )
+    fg = rule.foreground_of(values, path).astype(np.uint8)
+    squashed = Image.fromarray(fg).resize((size, size), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(squashed).copy())[None]
 
 
 def _frame_folder(folder: Path, k: int, size: int, where: Path | str | None) -> torch.Tensor:
@@ -109,8 +170,10 @@ def load_task(
     frames_per_video: int,
     progress: bool = True,
     where: Path | str | None = None,
+    masks: MaskRule = MaskRule(),
 ) -> TaskData:
-    """Decode every item once. Images are squashed to a square (the reference's ``Resize((S, S))``)."""
+    """Decode every item once. Images are squashed to a square (the reference's ``Resize((S, S))``); masks
+    are read by ``masks``."""
     xs, ys, owner = [], [], []
     for i, it in enumerate(tqdm(items, desc=f"load {spec.name}", disable=not progress, leave=False)):
         if spec.kind == "video":
@@ -123,7 +186,7 @@ def load_task(
         if spec.kind == "segmentation":
             if it.mask is None:
                 raise EvaluationError(f"{it.path}: a segmentation item without a mask; give its mask_file_name")
-            ys.append((_image(it.mask, size, where, nearest=True) > 127).to(torch.uint8)[None])
+            ys.append(_mask(it.mask, it.path, size, masks, where)[None])
         else:
             ys.append(torch.tensor([it.label]))
         owner.append(torch.tensor([i]))

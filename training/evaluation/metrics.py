@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
 from timm_uscl.cards import percent
 from timm_uscl.weights import EvalResult
@@ -34,19 +34,42 @@ __all__ = [
 ]
 
 
+def _auroc(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, float | None]:
+    """One-vs-rest AUROC of each class's probability; None for a class absent from (or alone in) ``y_true``,
+    where it is undefined."""
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(classes):
+        positive = y_true == c
+        out[name] = float(roc_auc_score(positive, probs[:, c])) if 0 < positive.sum() < len(y_true) else None
+    return out
+
+
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision/recall of argmax predictions (absent classes score 0), and the
-    confusion matrix (rows: truth) that :func:`reference_style` pools over folds."""
+    """Accuracy, macro-F1 and per-class precision/recall of argmax predictions (absent classes score 0), the
+    clinical pair per class (sensitivity: recall, under its clinical name; specificity: true negatives over
+    actual negatives), one-vs-rest AUROC per class and its macro mean over the classes where it is defined
+    (threshold-free: what a reader of a diagnostic paper compares), and the confusion matrix (rows: truth) that
+    :func:`reference_style` pools over folds."""
     labels = list(range(len(classes)))
     pred = probs.argmax(1)
     precision, recall, _, _ = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+    confusion = confusion_matrix(y_true, pred, labels=labels)
+    negatives = len(y_true) - confusion.sum(1)
+    false_pos = confusion.sum(0) - np.diag(confusion)
+    specificity = [float(1 - fp / n) if n > 0 else None for fp, n in zip(false_pos, negatives)]
+    auroc = _auroc(np.asarray(y_true), np.asarray(probs), classes)
+    defined = [v for v in auroc.values() if v is not None]
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, pred)),
         "macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        "macro_auroc": float(np.mean(defined)) if defined else None,
         "precision": {c: float(p) for c, p in zip(classes, precision)},
         "recall": {c: float(r) for c, r in zip(classes, recall)},
-        "confusion": confusion_matrix(y_true, pred, labels=labels).tolist(),
+        "sensitivity": {c: float(r) if n > 0 else None for c, r, n in zip(classes, recall, confusion.sum(1))},
+        "specificity": dict(zip(classes, specificity)),
+        "auroc": auroc,
+        "confusion": confusion.tolist(),
     }
 
 
@@ -139,6 +162,9 @@ def reference_style(runs: Sequence[Mapping[str, Any]], kind: str, classes: Seque
     return {"level": level, **_from_confusion(np.asarray(confusion), classes), "epochs": epochs}
 
 
+_LESION_TASKS = frozenset({"busi_seg"})  # built-in segmentation tasks whose foreground is a lesion
+
+
 def _pm(stat: Mapping[str, float] | None) -> str:
     return percent(stat["mean"], stat["std"]) if stat else percent(None)
 
@@ -165,8 +191,8 @@ def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                 opt = s.get("optimistic", {}).get(level, {}).get("accuracy")
                 ref = _ref(pres, "accuracy") if level in ("frame", "image") else percent(None)
                 cls_rows.append(
-                    f"| {task} | {pres['name']} | {level} | {_pm(m['accuracy'])} | {_pm(m['macro_f1'])} | {_pm(opt)} "
-                    f"| {ref} |"
+                    f"| {task} | {pres['name']} | {level} | {_pm(m['accuracy'])} | {_pm(m['macro_f1'])} "
+                    f"| {_pm(m.get('macro_auroc'))} | {_pm(opt)} | {ref} |"
                 )
     return cls_rows, seg_rows
 
@@ -197,16 +223,19 @@ def results_to_markdown(results: Mapping[str, Any]) -> str:
         "",
     ]
     cls_rows, seg_rows = _rows(results)
+    seg_tasks = {t for t, r in results["tasks"].items() if r["kind"] == "segmentation"}
+    found = "lesion" if seg_tasks and seg_tasks <= _LESION_TASKS else "foreground"  # BUSI's words on BUSI only
     if cls_rows:
         lines += [
-            "| Task | Protocol | Level | Accuracy | Macro-F1 | Accuracy, optimistic¹ | Accuracy, reference-style² |",
-            "|---|---|---|---:|---:|---:|---:|",
+            "| Task | Protocol | Level | Accuracy | Macro-F1 | AUROC, macro one-vs-rest | Accuracy, optimistic¹ "
+            "| Accuracy, reference-style² |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
             *cls_rows,
             "",
         ]
     if seg_rows:
         lines += [
-            "| Task | Protocol | Dice | IoU | Dice, lesion images | IoU, lesion images | Empty masks kept empty "
+            f"| Task | Protocol | Dice | IoU | Dice, {found} images | IoU, {found} images | Empty masks kept empty "
             "| Dice, optimistic¹ | Dice, reference-style² |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             *seg_rows,

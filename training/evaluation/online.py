@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import EvaluationError
 from .config import EvalConfig
+from .leakage import PretrainFiles, warn_leakage
 from .task_cache import load_task_cached
 from .task_dir import task_from_dir
 from .tasks import TASKS, fold_split, load_items, resolve_data_root, subsample
@@ -68,6 +69,7 @@ class OnlineEvaluator:
 
     ``source`` is a built-in classification task name or a task folder (:func:`.task_dir.task_from_dir`).
     ``mean``/``std`` are the normalization the run trains with (one value per channel, or one for all).
+    ``pretrain_data``: the run's source folders; items also in them are warned about (:mod:`.leakage`).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class OnlineEvaluator:
         batch_size: int = 256,
         task_cache: str | None = None,
         seed: int = 0,
+        pretrain_data: Sequence[str | os.PathLike] = (),
     ) -> None:
         if str(source) in TASKS:
             spec = TASKS[str(source)]
@@ -107,7 +110,10 @@ class OnlineEvaluator:
             progress=False,
             task_cache=task_cache,
         )
-        self.data = load_task_cached(spec, base, subsample(items, max_items, seed), cfg)
+        items = subsample(items, max_items, seed)
+        pretrain = PretrainFiles.of(pretrain_data)
+        self.leaks = warn_leakage(spec, base, items, pretrain, context="online evaluation") if pretrain_data else []
+        self.data = load_task_cached(spec, base, items, cfg)
         self.splits = [fold_split(self.data, f) for f in spec.folds if (self.data.fold == f).any()]
         self.mean = torch.tensor(_scalar_or_triple(mean)).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(_scalar_or_triple(std)).view(1, -1, 1, 1) * 255

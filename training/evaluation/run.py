@@ -33,6 +33,7 @@ from ..provenance import environment
 from ..runtime import resolve_precision
 from .backbone import Backbone, check_finite, load_backbone
 from .config import DEFAULT_TASKS, INITS, PROTOCOLS, REPRO_TASKS, EvalConfig, budget_config
+from .leakage import PretrainFiles, warn_leakage
 from .metadata import fold_range
 from .metrics import reference_style, results_to_markdown, strict_json, summarize
 from .protocols import extract_features, finetune_classifier, finetune_unet, linear_probe
@@ -154,12 +155,12 @@ def _sources(
         root = resolve_data_root(data_root)
         out += [(TASKS[t], root / TASKS[t].folder, load_items(TASKS[t], root)) for t in tasks]
     if task_dir is not None:
-        spec, items = task_from_dir(task_dir, task_kind, group_column)
+        spec, items = task_from_dir(task_dir, task_kind, group_column, label_column=cfg.label_column)
         if spec.name in tasks:
             raise EvaluationError(f"--task-dir {task_dir}: its name {spec.name!r} is a built-in task's; rename it")
         out.append((spec, Path(task_dir).expanduser(), items))
-    elif task_kind is not None or group_column is not None:
-        raise EvaluationError("--task-kind and --group-column describe a --task-dir; give one")
+    elif task_kind is not None or group_column is not None or cfg.label_column is not None:
+        raise EvaluationError("--task-kind, --group-column and --label-column describe a --task-dir; give one")
     return [(spec, base, subsample(items, cfg.max_items, cfg.seed)) for spec, base, items in out]
 
 
@@ -247,6 +248,10 @@ def evaluate(
     sources = _sources(tasks, data_root, task_dir, task_kind, group_column, cfg)  # fail fast on data
     test_folds = {spec.name: _folds_of(spec, folds) for spec, _, _ in sources}
     per_task_protocols = {spec.name: _protocols_for(spec, protocols) for spec, _, _ in sources}
+    if cfg.pretrain_data:  # items the backbone was pretrained on are named before hours of work (.leakage)
+        pretrain = PretrainFiles.of(cfg.pretrain_data)
+        for spec, base, items in sources:
+            warn_leakage(spec, base, items, pretrain, context="evaluate")
 
     torch.manual_seed(cfg.seed)  # a random-init backbone depends on the seed only
     backbone = load_backbone(model_name_or_path, arch=arch, pretrained=pretrained, init=cfg.init)

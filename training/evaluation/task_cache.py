@@ -2,10 +2,11 @@
 
 Why: decoding is the slow part of a small evaluation, and a machine without a video decoder (the lent GPU
 machine has none) can still evaluate from a folder decoded elsewhere. The key covers everything the decoded
-tensors depend on: the task (name, kind, classes), image size, frames per video, ``max_items`` and seed, and a
-fingerprint of the metadata (every item's relative path, label, group, fold and mask). Paths are stored
-relative to the task folder, so the cache still fits when the data root moves. The cache trusts files not to
-change in place under an unchanged metadata.csv: delete the folder after replacing a video or image.
+tensors depend on: the task (name, kind, classes), image size, frames per video, ``max_items`` and seed, the
+mask rule (segmentation), and a fingerprint of the metadata (every item's relative path, label, group, fold and
+mask). Paths are stored relative to the task folder, so the cache still fits when the data root moves. The
+cache trusts files not to change in place under an unchanged metadata.csv: delete the folder after replacing a
+video or image.
 Files are read with ``weights_only=True`` (never unpickling code) and written atomically.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from .config import EvalConfig
-from .decoding import listing_of, load_task
+from .decoding import MaskRule, listing_of, load_task
 from .tasks import Item, TaskData, TaskSpec
 
 __all__ = ["cache_key", "load_task_cached"]
@@ -38,6 +39,18 @@ def _records(items: Sequence[Item], base: Path) -> list[list[Any]]:
     return [[_rel(it.path, base), it.label, it.group, it.fold, _rel(it.mask, base)] for it in items]
 
 
+def _mask_settings(spec: TaskSpec, cfg: EvalConfig) -> dict[str, Any]:
+    """The mask rule is in the key of a segmentation task only: other tasks' keys stay as they were."""
+    if spec.kind != "segmentation":
+        return {}
+    return {"mask_foreground": cfg.mask_foreground, "resize_masks": cfg.resize_masks}
+
+
+def _decode(spec: TaskSpec, items: Sequence[Item], cfg: EvalConfig, where: Path) -> TaskData:
+    masks = MaskRule(cfg.mask_foreground, cfg.resize_masks)
+    return load_task(spec, items, cfg.image_size, cfg.frames_per_video, cfg.progress, where, masks=masks)
+
+
 def cache_key(spec: TaskSpec, base: Path, items: Sequence[Item], cfg: EvalConfig) -> str:
     payload = {
         "version": _VERSION,
@@ -47,6 +60,7 @@ def cache_key(spec: TaskSpec, base: Path, items: Sequence[Item], cfg: EvalConfig
         "max_items": cfg.max_items,
         "seed": cfg.seed,
         "items": _records(items, base),
+        **_mask_settings(spec, cfg),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -77,11 +91,11 @@ def load_task_cached(spec: TaskSpec, base: Path, items: Sequence[Item], cfg: Eva
     """The decoded task: from ``cfg.task_cache`` when it holds this key, else decoded (and stored there)."""
     where = listing_of(base)
     if cfg.task_cache is None:
-        return load_task(spec, items, cfg.image_size, cfg.frames_per_video, cfg.progress, where)
+        return _decode(spec, items, cfg, where)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)
     path = Path(cfg.task_cache).expanduser() / f"{safe}-{cache_key(spec, base, items, cfg)[:32]}.pt"
     data = _read(path, spec, base, items)
     if data is None:
-        data = load_task(spec, items, cfg.image_size, cfg.frames_per_video, cfg.progress, where)
+        data = _decode(spec, items, cfg, where)
         _write(path, data, base)
     return data

@@ -5,7 +5,8 @@ Layouts, detected in this order (``--task-kind`` fixes the kind instead of detec
 
 * ``DIR/metadata.csv`` with a ``file_name`` column (paths relative to DIR, as Hugging Face folder datasets):
   a ``mask_file_name`` column makes it **segmentation**; otherwise the first file decides: a video file or a
-  folder of frames is **video** classification, an image **image** classification (``label`` column needed).
+  folder of frames is **video** classification, an image **image** classification (a ``label`` column, or
+  ``--label-column COL``).
   A ``group`` column (or ``--group-column COL``, e.g. ``patient``) keeps each group inside one fold; a
   ``fold`` column, when present, is used as given.
 * Class folders ``DIR/<class>/<file>``: images, or videos / frame folders (``DIR/<class>/<clip>/*.png``).
@@ -57,9 +58,11 @@ def _check_labels(labels: Sequence[str], where: Path) -> tuple[str, ...]:
 
 
 def _from_csv(
-    folder: Path, path: Path, kind: str | None, group_column: str | None
+    folder: Path, path: Path, kind: str | None, group_column: str | None, label_column: str | None
 ) -> tuple[str, tuple[str, ...], list[Item]]:
-    rows = read_metadata(path, ["file_name", *([group_column] if group_column else [])])
+    wanted = [c for c in (group_column, label_column) if c]
+    rows = read_metadata(path, ["file_name", *wanted])
+    label = label_column or "label"
     if not rows:
         raise EvaluationError(f"{path}: no rows; list one file per row")
     header = rows[0][1]
@@ -71,13 +74,13 @@ def _from_csv(
         kind = _kind_of(first)
         if kind is None:
             raise EvaluationError(f"{path} line 2: {first.name} is not an image, a video or a frame folder")
-    has_label = "label" in header
+    has_label = label in header
     if kind != "segmentation" and not has_label:
-        raise EvaluationError(f"{path}: {kind} classification needs a label column")
-    labels = _check_labels([r["label"] for _, r in rows], path) if has_label else ("",)
+        raise EvaluationError(f"{path}: {kind} classification needs a label column (or --label-column COL)")
+    labels = _check_labels([r[label] for _, r in rows], path) if has_label else ("",)
     cols = Columns(
         labels,
-        label="label" if has_label else None,
+        label=label if has_label else None,
         group=group_column or ("group" if "group" in header else None),
         fold="fold" if "fold" in header else None,
         mask="mask_file_name" if kind == "segmentation" else None,
@@ -194,8 +197,11 @@ def task_from_dir(
     kind: str | None = None,
     group_column: str | None = None,
     n_folds: int = len(DEFAULT_FOLDS),
+    *,
+    label_column: str | None = None,
 ) -> tuple[TaskSpec, list[Item]]:
-    """The task (its spec) and items of a user folder; see the module docstring for the layouts."""
+    """The task (its spec) and items of a user folder; see the module docstring for the layouts.
+    ``label_column``: the metadata.csv column holding the class (default: ``label``), e.g. ``diagnosis``."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise EvaluationError(f"--task-dir {folder}: no such folder")
@@ -203,11 +209,12 @@ def task_from_dir(
         raise EvaluationError(f"--task-kind {kind!r}: choose one of {', '.join(TASK_KINDS)}")
     csv_path = folder / "metadata.csv"
     if csv_path.is_file():
-        kind, classes, items = _from_csv(folder, csv_path, kind, group_column)
+        kind, classes, items = _from_csv(folder, csv_path, kind, group_column, label_column)
         where = csv_path
     else:
-        if group_column:
-            raise EvaluationError(f"--group-column {group_column}: {folder} has no metadata.csv to hold that column")
+        for flag, column in (("--group-column", group_column), ("--label-column", label_column)):
+            if column:
+                raise EvaluationError(f"{flag} {column}: {folder} has no metadata.csv to hold that column")
         kind, classes, items = _from_class_folders(folder, kind)
         where = folder
     if kind != "segmentation":
