@@ -35,6 +35,7 @@ from torch import nn
 
 import timm_uscl  # noqa: F401  (registers the plugin's architectures for ContrastiveModel)
 from timm_uscl.errors import CheckpointFormatError
+from timm_uscl.outdir import write_text_atomic
 
 from . import dist
 from .checkpoint import CHECKPOINT_NAME, capture_rng_state, load_training_state, restore_rng_state, save_checkpoint
@@ -595,7 +596,8 @@ def finish_run(run: RunState, metrics: Metrics) -> RunResult:
             "graphs": dataclasses.asdict(run.graphs.stats) if run.graphs is not None else None,
             "environment": provenance,
         }
-        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        # whole or not at all: a kill mid-write must not leave a summary that cannot be read (reproduce reads it)
+        write_text_atomic(run.out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if run.world > 1:
         torch_dist.barrier()
         torch_dist.destroy_process_group()

@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_ROOT",
     "run_reproduction",
     "status_lines",
+    "reset_stage",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,13 +157,17 @@ class Root:
         try:
             return Record(**json.loads(path.read_text()))
         except (ValueError, TypeError) as err:
-            raise ReproduceError(f"{path}: not a stage record ({err}); remove it to redo the stage") from None
+            raise ReproduceError(
+                f"{path}: not a stage record ({err}); `timm-uscl reproduce reset {stage.name}` to redo the stage"
+            ) from None
 
     def write(self, stage: Stage, record: Record) -> None:
         self._atomic(self.record_path(stage), json.dumps(dataclasses.asdict(record), indent=2, allow_nan=False))
 
     def _atomic(self, path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
+        """Write ``path`` whole or not at all; a temporary name of its own per call, so concurrent jobs never move
+        each other's half-written file."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(text + "\n")
@@ -277,7 +283,12 @@ def _recovered_wall(root: Root, stage: Stage, record: Record) -> float:
     return max(0.0, max(stamps, default=record.attempt_started) - record.attempt_started)
 
 
-def _run_stage(root: Root, stage: Stage, plan: Plan, runner: StageRunner, *, commit: str | None, threads: int) -> None:
+def _run_stage(
+    root: Root, stage: Stage, plan: Plan, runner: StageRunner, *, commit_fn: Callable[[], str | None], threads: int
+) -> None:
+    """One attempt at ``stage``; the code's commit is read at its start and again at its end (a job runs for hours,
+    and its stages import their code only when they start)."""
+    commit = commit_fn()
     record = root.read(stage)
     _check_commit(root, stage, record, commit)
     resume = record.attempts > 0
@@ -300,13 +311,25 @@ def _run_stage(root: Root, stage: Stage, plan: Plan, runner: StageRunner, *, com
         record.wall_s += time.monotonic() - start
         record.attempt_started = None
         root.write(stage, record)
+    now = commit_fn()
+    if now != commit:  # the checkout changed under the job: this stage ran (partly) other code
+        raise ReproduceError(
+            f"{stage.name}: the code changed while it ran (commit {commit} at its start, {now} now); it is "
+            f"not counted as done: restore commit {commit}, or `timm-uscl reproduce reset {stage.name}` and rerun"
+        )
     record.status, record.finished, record.result = "done", time.time(), result
     root.write(stage, record)
     log.info("reproduce: %s done in %s", stage.name, _minutes(record.wall_s))
 
 
 def _one_pass(
-    root: Root, wanted: list[Stage], plan: Plan, runners: dict[str, StageRunner], *, commit: str | None, threads: int
+    root: Root,
+    wanted: list[Stage],
+    plan: Plan,
+    runners: dict[str, StageRunner],
+    *,
+    commit_fn: Callable[[], str | None],
+    threads: int,
 ) -> tuple[list[str], list[str]]:
     """Every wanted stage that is free and ready, once, in order: (stages run, stages waiting on another process)."""
     ran, waiting = [], []
@@ -326,7 +349,7 @@ def _one_pass(
                     waiting.append(stage.name)
                 log.info("reproduce: %s waits for %s", stage.name, ", ".join(missing))
                 continue
-            _run_stage(root, stage, plan, runners[stage.kind], commit=commit, threads=threads)
+            _run_stage(root, stage, plan, runners[stage.kind], commit_fn=commit_fn, threads=threads)
             ran.append(stage.name)
     return ran, waiting
 
@@ -345,10 +368,10 @@ def run_reproduction(
     ran. Several processes may work on one root at once (``--jobs``): each stage is held by one of them (a lock
     file), the others skip it and go on, and come back for stages that waited on it.
 
-    ``runners`` (kind -> callable) and ``commit`` replace the real ones in tests."""
+    ``runners`` (kind -> callable) and ``commit`` (a fixed commit) replace the real ones in tests."""
     root = Root(root_path)
     runners = {**DEFAULT_RUNNERS, **(runners or {})}
-    commit = commit if commit is not None else current_commit()
+    commit_fn = current_commit if commit is None else (lambda: commit)
     unknown = set(stages or ()) - {s.name for s in STAGES} - {s.kind for s in STAGES}
     if unknown:
         raise ReproduceError(
@@ -358,7 +381,7 @@ def run_reproduction(
     root.check_plan(plan)
     ran: list[str] = []
     while True:
-        done_now, waiting = _one_pass(root, wanted, plan, runners, commit=commit, threads=threads)
+        done_now, waiting = _one_pass(root, wanted, plan, runners, commit_fn=commit_fn, threads=threads)
         ran += done_now
         if not waiting:
             return ran
@@ -375,9 +398,17 @@ def _pretrain_stage(call: StageCall) -> dict[str, Any]:
 
     stage, plan, folder = call.stage, call.plan, call.folder
     summary = folder / "summary.json"
-    if summary.is_file() and (folder / "export").is_dir():  # finished, killed before its record said so
-        done = json.loads(summary.read_text())
-        return {"export": str(folder / "export"), "steps": done["steps"], "epochs": done["epochs"]}
+    if summary.is_file() and (folder / "export").is_dir():
+        if not call.resume:  # a run this record never started: from another plan, or a reset that kept files
+            raise ReproduceError(
+                f"{folder} holds a finished run that this stage's record did not start; "
+                f"`timm-uscl reproduce reset {stage.name}` removes it, then rerun"
+            )
+        try:  # finished, killed before its record said so
+            done = json.loads(summary.read_text())
+            return {"export": str(folder / "export"), "steps": done["steps"], "epochs": done["epochs"]}
+        except (ValueError, KeyError):
+            pass  # a summary cut short by a kill: the resumed run rewrites it
     overrides = {**plan.pretrain_overrides(stage.method, folder), "threads": call.threads}
     config = load_config(stage.method, overrides=overrides)
     result = pretrain(config, resume=True, progress=False)  # resume: from last.pt when there is one, else fresh
@@ -484,7 +515,10 @@ def status_lines(root_path: str | os.PathLike) -> list[str]:
     if not (root.path / "plan.json").is_file():
         return [f"{root.path}: no reproduction here yet (run `timm-uscl reproduce --root {root.path}`)"]
     live = root.live()
-    plan = json.loads((root.path / "plan.json").read_text())
+    try:
+        plan = json.loads((root.path / "plan.json").read_text())
+    except ValueError:
+        plan = "(plan.json unreadable)"
     lines = [f"{root.path}: {'running now' if live else 'not running'}; plan {json.dumps(plan)}"]
     per_kind: dict[str, float] = {}
     for stage in STAGES:
@@ -496,23 +530,46 @@ def status_lines(root_path: str | os.PathLike) -> list[str]:
         record = root.read(stage)
         key = stage.name if stage.name in ESTIMATE_S else stage.kind
         expected, how = per_kind.get(key), "like its finished kind"
-        if expected is None:
-            expected, how = ESTIMATE_S[key], "a default estimate"
+        if expected is None:  # scaled by the plan's epochs where a pretraining's default assumes 300
+            scale = plan.get("epochs", 300) / 300 if isinstance(plan, dict) and stage.kind == "pretrain" else 1.0
+            expected, how = ESTIMATE_S[key] * scale, "a default estimate"
         commit = (record.commit or "")[:12]
         if record.status == "done":
             lines.append(f"  done         {stage.name:22s} {_minutes(record.wall_s):>10s}  commit {commit}")
             continue
         fraction = _progress(root.stage_dir(stage)) if stage.kind == "pretrain" else None
+        running = record.status == "running" and root.held_elsewhere(stage)  # this stage's own job, alive
         wall = record.wall_s
-        if live and record.status == "running" and record.attempt_started:
+        if running and record.attempt_started:
             wall += time.time() - record.attempt_started
+        elif record.status == "running":  # its attempt was killed: count it up to its last write
+            wall += _recovered_wall(root, stage, record)
         if record.attempts and fraction:
             remaining = wall * (1 - fraction) / fraction if wall else expected * (1 - fraction)
             how = f"{100 * fraction:.0f} % done after {_minutes(wall)}"
         else:
             remaining = expected
         left_s += remaining
-        state = ("running" if live else "interrupted") if record.status == "running" else "left"
+        state = ("running" if running else "interrupted") if record.status == "running" else "left"
         lines.append(f"  {state:12s} {stage.name:22s} ETA {_minutes(remaining):>8s} ({how})  commit {commit or '-'}")
-    lines.append(f"  total left: about {_minutes(left_s)}")
+    lines.append(f"  work left: about {_minutes(left_s)} of one job (less in wall time with --jobs)")
     return lines
+
+
+def reset_stage(root_path: str | os.PathLike, name: str) -> list[Path]:
+    """Forget one stage: its record and its folder are removed (returned), so the next run does it again from
+    scratch. Refused while a live job holds it."""
+    root = Root(root_path)
+    if name not in _STAGE:
+        raise ReproduceError(f"unknown stage {name!r}; choose from {', '.join(_STAGE)}")
+    stage = _STAGE[name]
+    with root.stage_lock(stage) as held:
+        if not held:
+            raise ReproduceError(f"{name} is running in a live job; stop that job first")
+        removed = [p for p in (root.record_path(stage), root.stage_dir(stage)) if p.exists()]
+        for path in removed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return removed

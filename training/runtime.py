@@ -79,10 +79,15 @@ def resolve_precision(precision: str, device: torch.device, flags: frozenset[str
 
 
 def resolve_threads(threads: int) -> int:
-    """Intra-op threads for the run: ``threads``, or every core this process may use (0)."""
+    """Intra-op threads for the run: ``threads``; for 0, ``OMP_NUM_THREADS`` when the user or torchrun set it, else
+    the cores this process may use shared among the processes of this machine (``LOCAL_WORLD_SIZE``)."""
     if threads > 0:
         return threads
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))

@@ -104,7 +104,7 @@ def test_status_gives_an_eta_from_the_progress_of_a_started_pretraining(tmp_path
     lines = [json.dumps({"epoch": e, "step": 4 * e, "loss": 1.0}) for e in (1, 2)]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     out = "\n".join(status_lines(root))
-    assert "pretrain_meta_uscl" in out and "20 % done" in out and "total left" in out
+    assert "pretrain_meta_uscl" in out and "20 % done" in out and "work left" in out
 
 
 def _hold(lock: Path) -> subprocess.Popen:
@@ -172,3 +172,31 @@ def test_a_killed_attempt_still_counts_its_wall_time_up_to_its_last_write(tmp_pa
     os.utime(root / "pretrain_meta_uscl", (1600.0, 1600.0))
     run_reproduction(root, _plan(tmp_path), runners=_runners([]), commit=COMMIT, stages=("pretrain_meta_uscl",))
     assert json.loads(record_path.read_text())["wall_s"] >= 600.0
+
+
+def test_a_checkout_that_changes_while_a_stage_runs_leaves_that_stage_not_done(tmp_path, monkeypatch):
+    import timm_uscl.training.reproduce as reproduce
+
+    commits = iter(["a" * 40, "b" * 40])  # read at the stage's start, then again at its end
+    monkeypatch.setattr(reproduce, "current_commit", lambda: next(commits))
+    root = tmp_path / "root"
+    with pytest.raises(ReproduceError, match=r"the code changed while it ran .*reproduce reset pretrain_uscl"):
+        run_reproduction(root, _plan(tmp_path), runners=_runners([]), stages=("pretrain_uscl",))
+    assert json.loads((root / "stages" / "pretrain_uscl.json").read_text())["status"] == "running"
+
+
+def test_a_finished_run_this_record_did_not_start_is_refused_and_reset_forgets_the_stage(tmp_path):
+    from timm_uscl.training.reproduce import STAGES, reset_stage
+
+    root = tmp_path / "root"
+    folder = root / "pretrain_uscl"
+    (folder / "export").mkdir(parents=True)
+    (folder / "summary.json").write_text('{"steps": 1, "epochs": 1}')
+    from timm_uscl.training.reproduce import DEFAULT_RUNNERS
+
+    runners = {**_runners([]), "pretrain": DEFAULT_RUNNERS["pretrain"]}
+    with pytest.raises(ReproduceError, match=r"holds a finished run that this stage's record did not start"):
+        run_reproduction(root, _plan(tmp_path), runners=runners, commit=COMMIT, stages=("pretrain_uscl",))
+    removed = reset_stage(root, "pretrain_uscl")
+    assert folder in removed and not folder.exists() and not (root / "stages" / "pretrain_uscl.json").exists()
+    assert "pretrain_uscl" in {s.name for s in STAGES}

@@ -38,3 +38,22 @@ def test_an_older_config_with_bf16_reads_as_a_precision():
     assert load_config("meta_uscl", overrides={"bf16": True}).precision == "bf16"
     assert load_config("meta_uscl", overrides={"bf16": False}).precision == "fp32"
     assert load_config("meta_uscl").precision == "auto"
+
+
+def test_zero_threads_follows_omp_num_threads_and_shares_the_cores_among_local_ranks(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what torchrun sets for each of several processes
+    assert resolve_threads(0) == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert resolve_threads(0) == 1
+    assert resolve_threads(5) == 5
+
+
+def test_a_checkpoint_recorded_with_store_auto_resumes_as_what_auto_did_then(tmp_path):
+    import dataclasses
+
+    from timm_uscl.training.run_folder import check_resume_config
+
+    config = load_config("meta_uscl", overrides={"store": "off", "device": "cpu"})
+    saved = dataclasses.asdict(load_config("meta_uscl", overrides={"store": "auto", "device": "cpu"}))
+    assert check_resume_config(saved, dataclasses.asdict(config), tmp_path / "last.pt") == []

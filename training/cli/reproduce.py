@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "to continue (finished stages are skipped, an interrupted pretraining resumes from last.pt).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    p.add_argument("action", nargs="?", choices=("run", "status", "reset"), default="run")
+    p.add_argument("stage", nargs="?", help="reset: the stage to forget (its record and folder are removed)")
     p.add_argument(
         "--root",
         default=os.environ.get(ROOT_ENV, "~/.cache/timm-uscl/repro"),
@@ -68,17 +69,25 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..reproduce import Plan, run_reproduction, status_lines
+    from ..reproduce import Plan, reset_stage, run_reproduction, status_lines
     from ..runtime import resolve_precision
 
     if args.action == "status":
         print("\n".join(status_lines(args.root)))
+        return 0
+    if args.action == "reset":
+        if not args.stage:
+            raise ConfigError("reset needs the stage to forget, e.g. `timm-uscl reproduce reset evaluate_uscl`")
+        for path in reset_stage(args.root, args.stage):
+            print(f"removed {path}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.data_root:
         raise ConfigError("reproduce needs the data folder: pass --data-root DIR or set TIMM_USCL_DATA")
     if args.jobs > 1:
         return _spawn(args)
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        raise ConfigError(f"--device {args.device}: use cpu, or cuda on a machine with a GPU")
     precision = resolve_precision(args.precision, torch.device(args.device)).name  # one precision for every stage
     plan = Plan(
         data_root=str(os.path.abspath(args.data_root)),
@@ -117,4 +126,5 @@ def _spawn(args: argparse.Namespace) -> int:
         mine = set(cores[(i * share) % len(cores) :][:share]) or set(cores)
         workers.append(subprocess.Popen(base, preexec_fn=pinned(mine)))
     codes = [w.wait() for w in workers]
-    return max(codes)
+    failed = [c for c in codes if c != 0]  # a worker killed by a signal returns a negative code
+    return (failed[0] if failed[0] > 0 else 128 - failed[0]) if failed else 0
