@@ -189,7 +189,7 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-LEGACY_KEYS = {"bf16": ("precision", {True: "bf16", False: "fp32"})}
+LEGACY_KEYS = {"bf16": ("precision", {True: "bf16", False: "fp32", "true": "bf16", "false": "fp32"})}
 """Keys of older configs and checkpoints, read as today's key (``bf16: true`` is ``precision: bf16``)."""
 
 
@@ -202,7 +202,7 @@ def flat_config(values: dict[str, Any]) -> dict[str, Any]:
         if old in flat:
             value = flat.pop(old)
             if new not in flat:
-                flat[new] = meaning.get(value, value)
+                flat[new] = meaning.get(value.lower() if isinstance(value, str) else value, value)
     return {**flat, **nested} if isinstance(nested, dict) else flat
 
 

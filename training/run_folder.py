@@ -183,7 +183,8 @@ def check_resume_config(saved: Mapping[str, Any], config: Mapping[str, Any], che
     defaults = {**flat_config(dataclasses.asdict(TrainConfig())), **LEGACY_VALUES}
     new = _normalised(flat_config(dict(config)))
     old = _normalised({**{k: defaults[k] for k in new if k in defaults}, **flat_config(dict(saved))})
-    if old.get("store") == "auto":  # recorded before store=auto was resolved: it streamed on a CPU, stored on a GPU
+    if old.get("store") == "auto" and new.get("store") != "auto":  # recorded unresolved, resumed resolved: what
+        # auto did then (the stream on a CPU, the store on a GPU) is what the run computed
         old["store"] = "device" if str(old.get("device", "")).startswith("cuda") else "off"
     diffs = {
         key: f"{key} {_describe(old.get(key))} -> {_describe(new.get(key))}"

@@ -38,6 +38,7 @@ def test_an_older_config_with_bf16_reads_as_a_precision():
     assert load_config("meta_uscl", overrides={"bf16": True}).precision == "bf16"
     assert load_config("meta_uscl", overrides={"bf16": False}).precision == "fp32"
     assert load_config("meta_uscl").precision == "auto"
+    assert load_config("meta_uscl", overrides={"bf16": "true"}).precision == "bf16"  # --set bf16=true
 
 
 def test_zero_threads_follows_omp_num_threads_and_shares_the_cores_among_local_ranks(monkeypatch):
