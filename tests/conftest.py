@@ -14,8 +14,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 from clips import make_clip
 from hubstub import HubStub
@@ -166,3 +170,14 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield root
     monkeypatch.undo()  # every patch of this test (the store and any WEIGHTS row), so the rebuild sees the real table
     refresh_registry()
+
+
+@pytest.fixture
+def source() -> torch.nn.Module:
+    """A seeded random ``resnet18_uscl`` (eval mode): the weights the plugin tests export, install and load.
+    timm and torch are imported here, not at the top: huggingface_hub must not load before HF_ENDPOINT is set."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    return timm.create_model("resnet18_uscl").eval()

@@ -27,12 +27,6 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 @pytest.fixture
-def source() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet18_uscl").eval()
-
-
-@pytest.fixture
 def published(hub, source, tmp_path, monkeypatch):
     """Export `source`, push it with the CLI, and record the printed revision/sha256 in the table."""
     export_dir = timm_uscl.export(source, tmp_path / "export", NAME)

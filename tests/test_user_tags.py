@@ -27,12 +27,6 @@ BUILTIN = "resnet18_uscl.metauscl_covidblues_64"
 
 
 @pytest.fixture
-def source() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet18_uscl").eval()
-
-
-@pytest.fixture
 def weights_file(source, tmp_path) -> Path:
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, path)

@@ -23,12 +23,6 @@ NAME = "resnet18_uscl.metauscl_covidblues_64"
 
 
 @pytest.fixture
-def source() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet18_uscl").eval()
-
-
-@pytest.fixture
 def exported(source, tmp_path) -> Path:
     return timm_uscl.export(source, tmp_path / "export", NAME)
 

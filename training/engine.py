@@ -512,8 +512,7 @@ def _progress_bar(run: RunState, epoch: int, progress: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    videos = run.data.num_videos
-    total = videos // (run.config.data.batch_size * run.world) if videos else None
+    total = steps_per_epoch(run)  # the same count as the banner and the ETA (the store's remainder batch included)
     return tqdm(desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="step", dynamic_ncols=True, total=total)
 
 
