@@ -12,6 +12,7 @@ Measures, in one run (so ratios are comparable on a shared machine):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -43,12 +44,14 @@ def _pipeline(source: str, workers: int, size: int, videos: int, cache: str | No
 
 def _decode(paths: list[str], size: int) -> tuple[float, float]:
     from timm_uscl.training.data.decode import read_frames
-    from timm_uscl.training.data.pairs import plan_pair
+    from timm_uscl.training.data.pairs import item_pair
 
-    rng = np.random.default_rng(0)
+    def choose(length: int, ident: int) -> tuple[int, ...]:
+        return item_pair("metauscl", length, ident).indices
+
     t, n = time.perf_counter(), 0
-    for p in paths:
-        n += len(read_frames(p, lambda L: plan_pair("metauscl", L, rng).indices, size))
+    for k, p in enumerate(paths):
+        n += len(read_frames(p, functools.partial(choose, ident=k), size))
     sparse = n / (time.perf_counter() - t)
     t, n = time.perf_counter(), 0
     for p in paths:

@@ -1,8 +1,9 @@
 """The pair pipeline: sources -> decode (+ frame cache) -> pairs -> augmentation on the device.
 
 One module per idea: :mod:`.sources` (folders, Hub ids, parquet as ``datasets`` streams), :mod:`.decode` (sparse,
-resized frames), :mod:`.cache` (decoded clips on local disk), :mod:`.pairs` (the pair-type table) and
-:mod:`.sampling` (its whole-epoch samplers), :mod:`.augment` (per-sample batched augmentation), :mod:`.module`
+resized frames), :mod:`.cache` (decoded clips on local disk), :mod:`.pairs` (the pair-type table), :mod:`.sampling`
+(its samplers), :mod:`.draws` (keyed uniforms: the same pair and views on every path and device), :mod:`.augment`
+(per-sample batched augmentation), :mod:`.batch` (what a module hands the loop, and its views), :mod:`.module`
 (the streaming loaders, meta split, resume), :mod:`.store` and :mod:`.store_module` (the frame store and its
 module), :mod:`.datamodule` (the protocol both modules follow, and the one factory), :mod:`.publish` (a folder of
 videos as a Hub dataset) and :mod:`.config` (the settings). The names below are imported lazily.
@@ -13,8 +14,8 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "DataConfig": ".config",
     "PairDataModule": ".module",
-    "PairBatch": ".module",
-    "DataStats": ".module",
+    "PairBatch": ".batch",
+    "DataStats": ".batch",
     "StoreDataModule": ".store_module",
     "DataModule": ".datamodule",
     "data_module": ".datamodule",

@@ -3,12 +3,12 @@
 The reference transform (spec section 2.4) is ``Resize((S, S))`` -> ``RandomResizedCrop(S, scale=(s1, 1),
 ratio=(0.8, 1.25))`` -> ``RandomHorizontalFlip()`` -> ``ColorJitter(0.8 s2, 0.8 s2, 0.8 s2, 0.2 s2)`` ->
 ``ToTensor`` -> ``Normalize``. Every sample draws its own parameters (torchvision v2 draws one set per call,
-which would give a whole batch the same crop), all from one ``torch.Generator``. The draws happen on the
-generator's device (the data's device when none is given): with a generator on the GPU, nothing is drawn on the
-host per step and nothing waits for the GPU, so the whole augmentation is a queue of kernel launches that never
-synchronises (no ``nonzero``, ``item`` or data-dependent ``if``; ``tests/training/data/test_augment.py`` checks
-this op by op). A seed reproduces a batch exactly on the generator's device; a CPU and a CUDA generator give
-different (equally distributed) streams.
+which would give a whole batch the same crop) from ``VIEW_DRAWS`` uniforms of its own: the trainer passes each
+item's keyed uniforms (:func:`.draws.view_draws`), so an image gets the same crop, flip and jitter on either data
+path and on any device; without them the uniforms come from a ``torch.Generator`` (drawn on its device, the
+data's device when none is given). Nothing is drawn on the host per step and nothing waits for the GPU: the whole
+augmentation is a queue of kernel launches that never synchronises (no ``nonzero``, ``item`` or data-dependent
+``if``; ``tests/training/data/test_augment.py`` checks this op by op).
 
 * Resize + crop + flip are one ``affine_grid`` + ``grid_sample`` (bilinear, border clamp): each output pixel
   samples the crop box with PIL's pixel-centre convention, and a flip is a negative x scale. Crop boxes are
@@ -40,7 +40,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "CropParams", "sample_crop_params", "augment", "pair_views"]
+from .draws import VIEW_DRAWS
+
+__all__ = [
+    "AugmentConfig",
+    "CropParams",
+    "sample_crop_params",
+    "crop_params",
+    "augment",
+    "augmented_images",
+    "pair_views",
+]
 
 
 @dataclass(frozen=True)
@@ -83,15 +93,20 @@ def sample_crop_params(
     generator: torch.Generator | None,
     device: torch.device | str = "cpu",
 ) -> CropParams:
-    """torchvision ``RandomResizedCrop.get_params`` for ``n`` samples of a ``size`` x ``size`` image at once.
+    """torchvision ``RandomResizedCrop.get_params`` for ``n`` samples of a ``size`` x ``size`` image at once, drawn
+    on the generator's device (``device`` without a generator)."""
+    return crop_params(_uniform((n, VIEW_DRAWS), generator, device, torch.float64), size, cfg)
 
-    The boxes are drawn and returned on the generator's device (``device`` without a generator), without a
-    host synchronisation: the centre-crop fallback is selected per sample with ``torch.where``.
-    """
+
+def crop_params(draws: torch.Tensor, size: int, cfg: AugmentConfig) -> CropParams:
+    """Crop boxes and flips from each sample's uniforms (float64 ``[n, VIEW_DRAWS]``: 10 tries x 4, then the flip),
+    returned on their device without a host synchronisation: the centre-crop fallback is selected per sample
+    with ``torch.where``."""
+    n = draws.shape[0]
     area = float(size * size)
     lo, hi = cfg.crop_scale
     log_r = (math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
-    u = _uniform((n, 10, 4), generator, device, torch.float64)
+    u = draws[:, :40].reshape(n, 10, 4)
     target = area * (lo + (hi - lo) * u[..., 0])
     aspect = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * u[..., 1])
     w = torch.round(torch.sqrt(target * aspect))
@@ -114,7 +129,7 @@ def sample_crop_params(
     h = torch.where(any_ok, h, fh)
     top = torch.where(any_ok, top, (size - h) // 2)
     left = torch.where(any_ok, left, (size - w) // 2)
-    flip = _uniform((n,), generator, device, torch.float32) < cfg.flip_p
+    flip = draws[:, 40] < cfg.flip_p
     return CropParams(top, left, h, w, flip)
 
 
@@ -175,21 +190,21 @@ def _blend(x: torch.Tensor, op: torch.Tensor, factors: torch.Tensor, rgb: bool) 
     return (f * x + (1 - f) * m).clamp_(0, 1)
 
 
-def _jitter(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+def _jitter(x: torch.Tensor, cfg: AugmentConfig, draws: torch.Tensor) -> torch.Tensor:
     """torchvision ``ColorJitter`` per sample: four ops (brightness 0, contrast 1, saturation 2, hue 3) in each
-    sample's own random order, applied position by position to the whole batch (no regrouping by op).
+    sample's own random order, applied position by position to the whole batch (no regrouping by op). ``draws``
+    ``[n, 8]``: four factor uniforms, then four whose ranks are the order.
 
     RGB: each sample's order is shifted so that its hue lands on slot 3 of 7 (slots before and after hold its
     other ops, or nothing), so the costly hue runs once for the batch instead of once per position.
     """
-    n = x.shape[0]
     b = 0.8 * cfg.jitter_strength
     hue = 0.2 * cfg.jitter_strength
     if b <= 0 and hue <= 0:
         return x
     lo = max(0.0, 1.0 - b)
-    u = _uniform((n, 4), generator, x.device, torch.float32)
-    order = torch.argsort(_uniform((n, 4), generator, x.device, torch.float32), dim=1)  # randperm(4) per sample
+    u = draws[:, :4].float()
+    order = torch.argsort(draws[:, 4:8], dim=1)  # randperm(4) per sample
     dev = x.device
     factors = (lo + (1 + b - lo) * u[:, :3]).to(dev, x.dtype, non_blocking=True)
     hue_f = (-hue + 2 * hue * u[:, 3]).to(dev, x.dtype, non_blocking=True)
@@ -206,32 +221,54 @@ def _jitter(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     return x
 
 
-def augment(frames: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    frames: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    *,
+    draws: torch.Tensor | None = None,
+) -> torch.Tensor:
     """uint8 ``[B, C, H, W]`` (C = 1 or 3, any device) -> float32 ``[B, 3, S, S]``, augmented and normalized.
 
-    Each sample gets its own crop, flip and jitter; parameters come from ``generator`` in a fixed order, drawn
-    on its device (the default generator of ``frames``' device when None): the same seed on the same device
-    gives the same output. Nothing synchronises with the device.
+    Each sample gets its own crop, flip and jitter from its row of ``draws`` (float64 ``[B, VIEW_DRAWS]`` on
+    ``frames``' device); without them the uniforms come from ``generator``, drawn on its device (the default
+    generator of ``frames``' device when None). The same uniforms give the same output. Nothing synchronises
+    with the device.
     """
     x = frames.float().div_(255.0)
     if x.shape[-2:] != (cfg.size, cfg.size):
         x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True, align_corners=False)
-    params = sample_crop_params(x.shape[0], cfg.size, cfg, generator, x.device)
-    x = _crop_flip(x, params, cfg.size)
-    x = _jitter(x.clamp_(0, 1), cfg, generator)
+    if draws is None:
+        draws = _uniform((x.shape[0], VIEW_DRAWS), generator, x.device, torch.float64)
+    draws = draws.to(x.device, non_blocking=True)
+    x = _crop_flip(x, crop_params(draws, cfg.size, cfg), cfg.size)
+    x = _jitter(x.clamp_(0, 1), cfg, draws[:, 41:49])
     x = (x - cfg.mean) / cfg.std
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
 
 
+def augmented_images(views: int) -> int:
+    """How many images an item of ``views`` shipped uint8 images augments: one frame is augmented twice."""
+    return max(views, 2)
+
+
 def pair_views(
-    frames: torch.Tensor, lam: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None
+    frames: torch.Tensor,
+    lam: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    *,
+    draws: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch's two views from its uint8 items ``[B, K, C, S, S]`` (on the training device): each image augmented
     on its own, then, for USCL's three frames (K = 3), mixed with ``lam`` ``[B]`` around the shared middle frame
-    (``x1 = lam Fa + (1-lam) Fb``, ``x2 = lam Fc + (1-lam) Fb``); one frame (K = 1) is augmented twice."""
+    (``x1 = lam Fa + (1-lam) Fb``, ``x2 = lam Fc + (1-lam) Fb``); one frame (K = 1) is augmented twice. ``draws``
+    (float64 ``[B, augmented_images(K), VIEW_DRAWS]``, :func:`.draws.view_draws`) are each item's uniforms;
+    without them they come from ``generator``."""
     b, k = frames.shape[:2]
     stacked = frames[:, 0].repeat(2, 1, 1, 1) if k == 1 else frames.transpose(0, 1).reshape(b * k, *frames.shape[2:])
-    views = augment(stacked, cfg, generator).view(-1, b, 3, cfg.size, cfg.size)
+    flat = None if draws is None else draws.transpose(0, 1).reshape(-1, VIEW_DRAWS)  # image-major, as ``stacked``
+    views = augment(stacked, cfg, generator, draws=flat).view(-1, b, 3, cfg.size, cfg.size)
     if k == 3:
         mix = lam.to(frames.device, non_blocking=True).view(b, 1, 1, 1)
         fa, fb, fc = views

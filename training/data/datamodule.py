@@ -1,6 +1,7 @@
 """What the engine may call on a data module, and the one place that picks the implementation.
 
-Two implementations serve the same pairs contract: :class:`~.module.PairDataModule` streams videos through
+Two implementations serve the same pairs contract (and give every video the same pair and views for the same
+seed: :mod:`.draws`): :class:`~.module.PairDataModule` streams videos through
 DataLoader workers (any source, any size, CPU-friendly) and :class:`~.store_module.StoreDataModule` samples a
 frame store decoded once onto the training device. The engine depends on :class:`DataModule` only, so a third
 (or a change to one of them) never reaches the training loop; :func:`data_module` is the only code that names both.
@@ -15,8 +16,9 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import StoreBudgetError
+from .batch import DataStats, PairBatch
 from .config import DataConfig
-from .module import DataStats, PairBatch, PairDataModule
+from .module import PairDataModule
 from .store_module import StoreDataModule, store_mode
 
 __all__ = ["DataModule", "data_module", "store_taken"]
@@ -49,9 +51,10 @@ class DataModule(Protocol):
         """Infinite meta batches (the first frame of held-out videos)."""
         ...
 
-    def gpu_views(
-        self, batch: PairBatch, device: torch.device | str, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def gpu_views(self, batch: PairBatch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views of ``batch`` on ``device``; an item's views depend only on its keyed identity (:mod:`.draws`),
+        so both implementations give a video the same views."""
+        ...
 
     def state_dict(self) -> dict[str, Any]: ...
 

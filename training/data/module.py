@@ -20,8 +20,8 @@ Design notes:
   device (:mod:`.augment`), so CPU workers are spent on decoding, the actual bottleneck.
 * One item per video per epoch. Order: a seeded ``datasets`` shuffle (shards = files) re-drawn by
   ``set_epoch``, then ``split_dataset_by_node`` for DDP, then the DataLoader splits shards over workers.
-  Per-item randomness is seeded by ``(seed, epoch, key)``, so a video's pair does not depend on workers,
-  ranks or resumption.
+  Per-item randomness is keyed by ``(seed, epoch, key)`` (:mod:`.draws`), so a video's pair and augmentation do
+  not depend on workers, ranks, resumption or the device, and equal the frame store's (:mod:`.store_module`).
 * Each worker batches its own items (``batch_size=None`` at the DataLoader), which lets it report what it
   skipped and how far it got; ``state_dict`` stores that position per worker and a resumed epoch skips the
   consumed rows without decoding them. The state is per rank (save one per rank under DDP) and needs the
@@ -41,64 +41,25 @@ Design notes:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import DataError, DecodeError
-from .augment import pair_views
+from .batch import DataStats, PairBatch, batch_views
 from .cache import FrameCache
 from .config import DataConfig
 from .decode import read_frames, resolve_decoder
-from .pairs import PairPlan, plan_pair, views_per_item, worker_views
+from .draws import item_id, item_ids, key_ids, meta_batch
+from .pairs import ItemPair, item_pair, views_per_item, worker_views
 from .sources import VideoSource, meta_split_fn, open_source
 
-__all__ = ["PairBatch", "DataStats", "PairDataModule"]
+__all__ = ["PairDataModule"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PairBatch:
-    """One worker's batch: ``frames`` uint8 ``[B, K, C, S, S]`` (K = 2 mixed views, 3 USCL frames or 1 frame
-    to augment twice; C = 1 grayscale or 3), ``lam`` float ``[B]`` (USCL mix weight), names per pair, and
-    the worker's bookkeeping (``rows`` consumed so far, items decoded and skipped since its last batch, frames of
-    frame videos skipped)."""
-
-    frames: torch.Tensor
-    lam: torch.Tensor
-    sources: list[str]
-    keys: list[str]
-    worker: int = 0
-    rows: int = 0
-    decoded: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    bad_frames: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return self.frames.shape[0]
-
-    def pin_memory(self) -> PairBatch:
-        self.frames = self.frames.pin_memory()
-        self.lam = self.lam.pin_memory()
-        return self
-
-
-@dataclass
-class DataStats:
-    """Counters kept by the main process: videos decoded, files skipped (name -> first reason), frames of frame
-    videos skipped (``<video>/<frame>`` -> first reason)."""
-
-    decoded: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)
-    skipped_frames: dict[str, str] = field(default_factory=dict)
-    batches: int = 0
 
 
 def _undecodable(skipped: list[tuple[str, str]]) -> str:
@@ -108,10 +69,6 @@ def _undecodable(skipped: list[tuple[str, str]]) -> str:
     named = "; ".join(f"{name}: {reason.removeprefix(name + ': ')}" for name, reason in skipped[:10])
     more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
     return f"none of the {len(skipped)} videos decoded ({named}{more}); fix or remove these files"
-
-
-def _item_seed(seed: int, epoch: int, key: str) -> list[int]:
-    return [seed, epoch, int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")]
 
 
 class _PairStream(IterableDataset):
@@ -132,13 +89,14 @@ class _PairStream(IterableDataset):
         self.batch_size, self.drop_last, self.skip_rows = batch_size, drop_last, skip_rows or []
         self.decoder = decoder
 
-    def _batch(self, items: list[tuple[torch.Tensor, float, str, str]], **info: Any) -> PairBatch:
+    def _batch(self, items: list[tuple[torch.Tensor, float, int, str, str]], **info: Any) -> PairBatch:
         k = views_per_item(self.pair_type)
         c = 1 if self.cfg.grayscale else 3
         s = self.cfg.image_size
         frames = torch.stack([it[0] for it in items]) if items else torch.empty(0, k, c, s, s, dtype=torch.uint8)
         lam = torch.tensor([it[1] for it in items], dtype=torch.float32)
-        return PairBatch(frames, lam, [it[2] for it in items], [it[3] for it in items], **info)
+        ids = torch.tensor([it[2] for it in items], dtype=torch.long)
+        return PairBatch(frames, lam, ids, [it[3] for it in items], [it[4] for it in items], **info)
 
     def __iter__(self) -> Iterator[PairBatch]:
         cfg, pt = self.cfg, self.pair_type
@@ -146,17 +104,17 @@ class _PairStream(IterableDataset):
         worker = info.id if info is not None else 0
         skip = self.skip_rows[worker] if worker < len(self.skip_rows) else 0
         cache = FrameCache(cfg.cache_dir) if cfg.cache_dir else None
-        items: list[tuple[torch.Tensor, float, str, str]] = []
+        items: list[tuple[torch.Tensor, float, int, str, str]] = []
         decoded, skipped, rows = 0, [], 0
         bad: list[tuple[str, str]] = []
         for rows, row in enumerate(self.dataset, start=1):
             if rows <= skip:
                 continue
-            rng = np.random.default_rng(_item_seed(cfg.seed, self.epoch, row["key"]))
-            plans: list[PairPlan] = []
+            ident = item_id(row["key"], seed=cfg.seed, purpose="train", draw=self.epoch)
+            plans: list[ItemPair] = []
 
-            def choose(length: int, rng: np.random.Generator = rng, plans: list[PairPlan] = plans) -> tuple[int, ...]:
-                plans.append(plan_pair(pt, length, rng, cfg.max_dist))
+            def choose(length: int, ident: int = ident, plans: list[ItemPair] = plans) -> tuple[int, ...]:
+                plans.append(item_pair(pt, length, ident, cfg.max_dist))
                 return plans[-1].indices
 
             try:
@@ -175,7 +133,7 @@ class _PairStream(IterableDataset):
                 skipped.append((row["key"], reason))
                 continue
             views, lam = worker_views(pt, frames, plans[-1])
-            items.append((views, lam, row["source"], row["key"]))
+            items.append((views, lam, ident, row["source"], row["key"]))
             decoded += 1
             if len(items) == self.batch_size:
                 yield self._batch(items, worker=worker, rows=rows, decoded=decoded, skipped=skipped, bad_frames=bad)
@@ -212,7 +170,6 @@ class PairDataModule:
         if need_meta and self._meta is not None and self._meta.rows == []:
             raise DataError(self._empty_split(self._meta, meta=True))
         self._aug = cfg.augment_config()
-        self._generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)
         self._epoch = 0
         self._rows = [0] * max(1, cfg.num_workers)
         self._complete = False
@@ -320,7 +277,8 @@ class PairDataModule:
             skipped += batch.skipped
         if not keys:
             raise DataError(f"the meta split (meta_fraction={self.cfg.meta_fraction}): {_undecodable(skipped)}")
-        return torch.cat(frames), sources, keys
+        order = sorted(range(len(keys)), key=keys.__getitem__)  # by key, as the frame store: workers interleave
+        return torch.cat(frames)[torch.tensor(order)], [sources[i] for i in order], [keys[i] for i in order]
 
     def meta_iterator(self) -> Iterator[PairBatch]:
         """Infinite meta batches (first frame of held-out videos); decodes the split once, then reshuffles."""
@@ -334,27 +292,18 @@ class PairDataModule:
                 f"video ({', '.join(keys) or 'none'}); meta batches need at least 2: raise meta_fraction or add videos"
             )
         bs = min(self.cfg.meta_batch_size, n)
-        rng = np.random.default_rng([self.cfg.seed, self.rank, 1])
-        skip, self._meta_drawn = self._meta_drawn, 0
-        while True:
-            perm = rng.permutation(n)
-            for s in range(0, n - bs + 1, bs):
-                self._meta_drawn += 1
-                if self._meta_drawn <= skip:  # drawn before the checkpoint this run resumed from
-                    continue
-                idx = perm[s : s + bs]
-                batch = PairBatch(
-                    frames[torch.from_numpy(idx)], torch.ones(bs), [sources[i] for i in idx], [keys[i] for i in idx]
-                )
-                yield batch.pin_memory() if torch.cuda.is_available() else batch
+        meta_keys = key_ids(keys)
+        while True:  # the frame store's schedule (.draws.meta_batch); a resumed run continues at its count
+            idx = meta_batch(n, bs, seed=self.cfg.seed, rank=self.rank, drawn=self._meta_drawn)
+            ids = item_ids(meta_keys[idx], seed=self.cfg.seed, purpose="meta", draw=self._meta_drawn)
+            batch = PairBatch(frames[idx], torch.ones(bs), ids, [sources[i] for i in idx], [keys[i] for i in idx])
+            self._meta_drawn += 1
+            yield batch.pin_memory() if torch.cuda.is_available() else batch
 
     # -- device side ---------------------------------------------------------------------------------------
-    def gpu_views(
-        self, batch: PairBatch, device: torch.device | str, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both views, float ``[B, 3, S, S]`` on ``device``: augmented per sample, normalized, USCL-mixed."""
-        g = generator if generator is not None else self._generator
-        return pair_views(batch.frames.to(device, non_blocking=True), batch.lam, self._aug, g)
+    def gpu_views(self, batch: PairBatch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views, float ``[B, 3, S, S]`` on ``device`` (:func:`.batch.batch_views`: the items' keyed draws)."""
+        return batch_views(batch, device, self._aug)
 
     # -- checkpointing -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -365,14 +314,11 @@ class PairDataModule:
             "num_workers": self.cfg.num_workers,
             "world_size": self.world_size,
             "rank": self.rank,
-            "generator": self._generator.get_state(),
             "meta_drawn": self._meta_drawn,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume = dict(state)
-        if "generator" in state:
-            self._generator.set_state(state["generator"])
+        self._resume = dict(state)  # a "generator" entry of older checkpoints is not needed: draws are keyed
         self._meta_drawn = int(state.get("meta_drawn", 0))
 
     def _take_resume(self, epoch: int) -> list[int] | None:

@@ -1,8 +1,10 @@
 """Positive pair generation (PPG): which frames of a video make a pair, and how they are mixed.
 
-One training item is one video (one pair per video per epoch). The planners below only choose frame
-indices and mixing weights from a clip length ``L`` and a NumPy generator; :func:`worker_views` turns the
-decoded uint8 frames into what the DataLoader ships; the GPU side (:mod:`.augment`) does the rest.
+One training item is one video (one pair per video per epoch). Each pair type has ONE sampler (:mod:`.sampling`):
+frame indices and mixing weights from clip lengths and keyed uniforms (:mod:`.draws`). The frame store runs it
+over a whole epoch on its device (:func:`plan_epoch`); a stream worker runs it for one item (:func:`item_pair`)
+and :func:`worker_views` turns the decoded uint8 frames into what the DataLoader ships; the device side
+(:mod:`.augment`) does the rest, from the same item's keyed uniforms.
 
 Pair types (spec section 2, ``Meta-USCL@eca7b48:dataloader.py:122-176``, ``USCL@775ceea:
 dataset_wrapper_Ultrasound_Video_Mixup.py:48-106``):
@@ -24,9 +26,9 @@ Deviations from the reference (on purpose):
 
 1. Mixed uint8 views are rounded to nearest; the reference truncates with ``np.uint8(...)`` (a -0.5 grey
    level bias).
-2. Randomness is per item, seeded from ``(seed, epoch, video key)``, not from per-worker global RNGs: a
-   video gets the same frames whatever the worker count, rank or resume point, and runs are reproducible.
-   Draws use NumPy's ``Generator`` instead of Python's ``random`` (same distributions).
+2. Randomness is per item, keyed by ``(seed, epoch, video key)`` (:mod:`.draws`), not from per-worker global
+   RNGs: a video gets the same frames, weights and augmentation whatever the path (stream or frame store), the
+   device, the worker count, rank or resume point, and runs are reproducible (same distributions).
 3. The meta split is a fixed, seeded split by file identity (or by a group column such as a patient id)
    and really held out: meta videos never enter training. The reference shuffles the video list separately
    for the train and meta datasets, so its "held-out" indices point at different videos and overlap
@@ -39,108 +41,46 @@ Deviations from the reference (on purpose):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from .sampling import EpochPlan, EpochSampler, epoch_meta, epoch_metauscl, epoch_simclr, epoch_uscl
+from .draws import pair_draws
+from .sampling import EpochPlan, EpochSampler, epoch_meta, epoch_metauscl, epoch_simclr, epoch_uscl, mix_views
 
 __all__ = [
     "PairType",
     "PAIR_TYPES",
     "TRAINING_PAIR_TYPES",
-    "PairPlan",
-    "plan_pair",
+    "ItemPair",
+    "item_pair",
     "views_per_item",
     "worker_views",
     "sample_pairs",
     "plan_epoch",
 ]
 
-_BETA_PPI = (3.0, 5.0)
-_BETA_SPG = (0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class PairPlan:
-    """Frames to decode (in the order the views use them) and the mixing weight(s)."""
-
-    indices: tuple[int, ...]
-    weights: tuple[float, ...] = ()
-
-
-def _plan_metauscl(length: int, rng: np.random.Generator, max_dist: int) -> PairPlan:
-    if length >= 3:
-        d1, d2 = sorted(int(d) for d in rng.choice(np.arange(1, min(length - 1, max_dist) + 1), 2, replace=False))
-        i0 = int(rng.integers(0, length - 1 - d2, endpoint=True))
-        alpha, beta = (float(w) for w in rng.beta(*_BETA_PPI, size=2))
-        return PairPlan((i0, i0 + d1, i0 + d2), (alpha, beta))
-    if length == 2:
-        return PairPlan((0, 1))
-    return PairPlan((0, 0))
-
-
-def _plan_uscl(length: int, rng: np.random.Generator, max_dist: int) -> PairPlan:
-    if length >= 3:
-        a, b, c = (int(i) for i in rng.choice(length, 3, replace=False))
-        return PairPlan((a, b, c), (float(rng.beta(*_BETA_SPG)),))
-    if length == 2:
-        a, c = (int(i) for i in rng.permutation(2))
-        return PairPlan((a, a, c), (1.0,))
-    return PairPlan((0, 0, 0), (1.0,))
-
-
-def _plan_simclr(length: int, rng: np.random.Generator, max_dist: int) -> PairPlan:
-    return PairPlan((int(rng.integers(length)),))
-
-
-def _plan_meta(length: int, rng: np.random.Generator, max_dist: int) -> PairPlan:
-    return PairPlan((0,))
-
-
-def _mix_in_pixels(frames: torch.Tensor, plan: PairPlan) -> tuple[torch.Tensor, float]:
-    """PPI: two uint8 views mixed before augmentation, rounded to nearest (the reference truncates)."""
-    if len(plan.weights) != 2:  # a clip of 1-2 frames: its frames unmixed
-        return frames[:2], 1.0
-    alpha, beta = plan.weights
-    f = frames.float()
-    x1 = (1 - alpha) * f[0] + alpha * f[1]
-    x2 = beta * f[1] + (1 - beta) * f[2]
-    return torch.stack([x1, x2]).round_().clamp_(0, 255).to(torch.uint8), 1.0
-
-
-def _three_frames(frames: torch.Tensor, plan: PairPlan) -> tuple[torch.Tensor, float]:
-    """SPG: three frames shipped apart; the device mixes them with ``lam`` after augmentation."""
-    return frames[:3], plan.weights[0]
-
-
-def _one_frame(frames: torch.Tensor, plan: PairPlan) -> tuple[torch.Tensor, float]:
-    return frames[:1], 1.0
-
 
 @dataclass(frozen=True)
 class PairType:
-    """How one pair type chooses frames, per item in a worker (``plan``) and for a whole epoch on the frames'
-    device (``sample``, :mod:`.sampling`), what a worker ships per item (``ship``: ``views`` uint8 images and
-    ``lam``) and whether it is a training pair (``meta`` is only the held-out meta batch)."""
+    """How one pair type chooses frames (``sample``, :mod:`.sampling`: the only sampler of the type, for one item
+    or a whole epoch), how many uint8 images an item ships (``views``: 2 mixed views, 3 frames to mix after
+    augmentation, or 1 frame to augment twice) and whether it is a training pair (``meta`` is only the held-out
+    meta batch)."""
 
     name: str
     views: int
-    plan: Callable[[int, np.random.Generator, int], PairPlan]
     sample: EpochSampler
-    ship: Callable[[torch.Tensor, PairPlan], tuple[torch.Tensor, float]]
     training: bool = True
 
 
 PAIR_TYPES: dict[str, PairType] = {
     t.name: t
     for t in (
-        PairType("metauscl", 2, _plan_metauscl, epoch_metauscl, _mix_in_pixels),
-        PairType("uscl", 3, _plan_uscl, epoch_uscl, _three_frames),
-        PairType("simclr", 1, _plan_simclr, epoch_simclr, _one_frame),
-        PairType("meta", 1, _plan_meta, epoch_meta, _one_frame, training=False),
+        PairType("metauscl", 2, epoch_metauscl),
+        PairType("uscl", 3, epoch_uscl),
+        PairType("simclr", 1, epoch_simclr),
+        PairType("meta", 1, epoch_meta, training=False),
     )
 }
 TRAINING_PAIR_TYPES: tuple[str, ...] = tuple(name for name, t in PAIR_TYPES.items() if t.training)
@@ -158,29 +98,43 @@ def views_per_item(pair_type: str) -> int:
     return _pair_type(pair_type).views
 
 
-def plan_pair(pair_type: str, length: int, rng: np.random.Generator, max_dist: int = 999) -> PairPlan:
-    """Choose frames (and weights) for one item of a clip with ``length`` >= 1 frames."""
-    kind = _pair_type(pair_type)
-    if length < 1:
-        raise ValueError(f"a clip needs at least one frame, got {length}")
-    return kind.plan(length, rng, max_dist)
+@dataclass(frozen=True)
+class ItemPair:
+    """One item's frames to decode (within its clip, in the order the views use them) and its mixing weights
+    (float32 ``[W]``: ``metauscl`` alpha, beta; ``uscl`` lam; else empty)."""
 
-
-def worker_views(pair_type: str, frames: torch.Tensor, plan: PairPlan) -> tuple[torch.Tensor, float]:
-    """uint8 frames ``[n, C, H, W]`` (in plan order) -> (uint8 ``[K, C, H, W]`` to ship, ``lam``).
-
-    Only ``metauscl`` mixes here, in pixel space before augmentation as the reference does; ``lam`` is the
-    USCL weight applied after augmentation on the device (1.0 for the other types).
-    """
-    return _pair_type(pair_type).ship(frames, plan)
+    indices: tuple[int, ...]
+    weights: torch.Tensor
 
 
 def sample_pairs(
-    pair_type: str, lengths: torch.Tensor, generator: torch.Generator, max_dist: int = 999
+    pair_type: str, lengths: torch.Tensor, uniforms: torch.Tensor, max_dist: int = 999
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame indices within each clip (int64 ``[T, K]``) and mixing weights (float32 ``[T, W]``) for clips of
-    ``lengths`` (int64 ``[T]``, each >= 1, on the generator's device), all drawn at once (:mod:`.sampling`)."""
-    return _pair_type(pair_type).sample(lengths, generator, max_dist)
+    ``lengths`` (int64 ``[T]``, each >= 1) from ``uniforms`` (float64 ``[T, PAIR_DRAWS]``, on the same device)."""
+    return _pair_type(pair_type).sample(lengths, uniforms, max_dist)  # no check of lengths: it would sync the host
+
+
+def item_pair(pair_type: str, length: int, item_id: int, max_dist: int = 999) -> ItemPair:
+    """One item's pair (a stream worker's call): the same sampler and keyed uniforms as the store's epoch plan."""
+    if length < 1:
+        raise ValueError(f"a clip needs at least one frame, got {length}")
+    idx, weights = sample_pairs(
+        pair_type, torch.tensor([length]), pair_draws(torch.tensor([item_id], dtype=torch.long)), max_dist
+    )
+    return ItemPair(tuple(int(i) for i in idx[0]), weights[0])
+
+
+def worker_views(pair_type: str, frames: torch.Tensor, pair: ItemPair) -> tuple[torch.Tensor, float]:
+    """uint8 frames ``[n, C, H, W]`` (in ``pair.indices`` order) -> (uint8 ``[K, C, H, W]`` to ship, ``lam``).
+
+    Only ``metauscl`` mixes here, in pixel space before augmentation as the reference does (the store's
+    :func:`.sampling.mix_views`, on a batch of one); ``lam`` is the USCL weight applied after augmentation on the
+    device (1.0 for the other types).
+    """
+    views = mix_views(frames[None], pair.weights[None], pair_type)[0]
+    lam = float(pair.weights[0]) if pair_type == "uscl" else 1.0
+    return views, lam
 
 
 def plan_epoch(
@@ -188,9 +142,10 @@ def plan_epoch(
     videos: torch.Tensor,
     offsets: torch.Tensor,
     lengths: torch.Tensor,
-    generator: torch.Generator,
+    ids: torch.Tensor,
     max_dist: int = 999,
 ) -> EpochPlan:
-    """Pairs for ``videos`` (store indices, already in epoch order): local draws turned into frame rows."""
-    local, weights = sample_pairs(pair_type, lengths[videos], generator, max_dist)
-    return EpochPlan(videos, offsets[videos][:, None] + local, weights)
+    """Pairs for ``videos`` (store indices, already in epoch order) with item identities ``ids`` (int64 ``[T]``,
+    :func:`.draws.item_ids`): local draws turned into frame rows."""
+    local, weights = sample_pairs(pair_type, lengths[videos], pair_draws(ids), max_dist)
+    return EpochPlan(videos, offsets[videos][:, None] + local, weights, ids)

@@ -1,9 +1,11 @@
 """Positive-pair sampling for a whole epoch at once, on the device that holds the frames.
 
 The same pair types, constraints and distributions as the per-item planners of :mod:`.pairs` (PPG ``metauscl``,
-USCL, SimCLR and the ``meta`` first frame; that table names each type's sampler here), drawn for every video of
-an epoch in a handful of tensor operations from one generator on the frames' device, instead of one NumPy draw
-per item in a worker. Nothing here reads a value back to the host, so a GPU epoch plan is a few kernel launches.
+USCL, SimCLR and the ``meta`` first frame; that table names each type's sampler here), for any number of videos
+at once in a handful of tensor operations: a whole epoch on the frame store's device, or one item in a stream
+worker. The samplers take their uniforms (:func:`.draws.pair_draws`, keyed by seed, epoch and video), so both
+paths give a video the same pair. Nothing here reads a value back to the host, so a GPU epoch plan is a few kernel
+launches.
 
 * ``metauscl``, L >= 3: two distinct offsets ``d1 < d2`` from ``1..min(L-1, max_dist)`` (the second drawn from
   the remaining ``m - 1`` values and shifted past the first), start ``i0`` uniform in ``[0, L-1-d2]``, frames
@@ -37,26 +39,25 @@ __all__ = [
     "beta_half_half",
 ]
 
-# clip lengths int64 [T], generator, max_dist -> frame indices within each clip int64 [T, K], weights float32 [T, W]
-EpochSampler = Callable[[torch.Tensor, torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]
+# clip lengths int64 [T], uniforms float64 [T, PAIR_DRAWS] (.draws), max_dist -> frame indices within each clip
+# int64 [T, K], weights float32 [T, W]
+EpochSampler = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class EpochPlan:
     """One epoch's pairs, in epoch order: ``videos`` int64 ``[T]`` (store indices), ``frames`` int64 ``[T, K]``
-    (rows of the store's frame tensor, in the order the views use them) and ``weights`` float32 ``[T, W]``
-    (``metauscl``: alpha, beta; ``uscl``: lam; otherwise ``W = 0``)."""
+    (rows of the store's frame tensor, in the order the views use them), ``weights`` float32 ``[T, W]``
+    (``metauscl``: alpha, beta; ``uscl``: lam; otherwise ``W = 0``) and ``ids`` int64 ``[T]``, the items' keyed
+    identities (:mod:`.draws`), from which their augmentation is drawn."""
 
     videos: torch.Tensor
     frames: torch.Tensor
     weights: torch.Tensor
+    ids: torch.Tensor
 
     def __len__(self) -> int:
         return self.videos.shape[0]
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
 
 
 def _index(u: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -64,18 +65,17 @@ def _index(u: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.floor(u * n).long(), (n - 1).clamp(min=0))
 
 
-def beta_3_5(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Exact Beta(3, 5) samples: the 3rd order statistic of 7 uniforms (Beta(k, n+1-k) with k = 3, n = 7)."""
-    return _uniform((*shape, 7), generator, torch.float32).sort(dim=-1).values[..., 2]
+def beta_3_5(u: torch.Tensor) -> torch.Tensor:
+    """Exact Beta(3, 5) samples from uniforms ``[..., 7]``: their 3rd order statistic (Beta(k, n+1-k), k = 3, n = 7)."""
+    return u.float().sort(dim=-1).values[..., 2]
 
 
-def beta_half_half(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Exact Beta(0.5, 0.5) (arcsine) samples: ``sin^2(pi U / 2)``."""
-    return torch.sin(_uniform(shape, generator, torch.float32) * (math.pi / 2)) ** 2
+def beta_half_half(u: torch.Tensor) -> torch.Tensor:
+    """Exact Beta(0.5, 0.5) (arcsine) samples from uniforms of any shape: ``sin^2(pi U / 2)``."""
+    return torch.sin(u.float() * (math.pi / 2)) ** 2
 
 
-def epoch_metauscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
-    u = _uniform((len(lengths), 3), g)
+def epoch_metauscl(lengths: torch.Tensor, u: torch.Tensor, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     m = torch.clamp(lengths - 1, max=max_dist)
     first = _index(u[:, 0], m) + 1  # 1..m
     second = _index(u[:, 1], m - 1) + 1  # 1..m-1, then past the first: uniform over the others
@@ -83,7 +83,7 @@ def epoch_metauscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> 
     d1, d2 = torch.minimum(first, second), torch.maximum(first, second)
     i0 = _index(u[:, 2], lengths - d2)  # 0..L-1-d2
     idx = torch.stack([i0, i0 + d1, i0 + d2], dim=1)
-    w = beta_3_5((len(lengths), 2), g)
+    w = beta_3_5(u[:, 3:17].view(len(lengths), 2, 7))
     long = (lengths >= 3)[:, None]
     # constants made on the device (a host list would be a blocking copy): (0,1,1) for L = 2, (0,0,0) for L = 1
     short = torch.arange(3, device=lengths.device).clamp(max=1) * (lengths >= 2).long()[:, None]
@@ -91,8 +91,7 @@ def epoch_metauscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> 
     return torch.where(long, idx, short), torch.where(long, w, unmixed)
 
 
-def epoch_uscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
-    u = _uniform((len(lengths), 3), g)
+def epoch_uscl(lengths: torch.Tensor, u: torch.Tensor, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     a = _index(u[:, 0], lengths)
     b = _index(u[:, 1], lengths - 1)
     b = b + (b >= a).long()
@@ -100,18 +99,18 @@ def epoch_uscl(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tupl
     c = _index(u[:, 2], lengths - 2)
     c = c + (c >= lo).long()
     c = c + (c >= hi).long()
-    lam = beta_half_half((len(lengths), 1), g)
+    lam = beta_half_half(u[:, 3:4])
     long = (lengths >= 3)[:, None]
     two = torch.stack([a, a, 1 - a], dim=1) * (lengths == 2).long()[:, None]  # a in {0, 1}; (0,0,0) for L = 1
     return torch.where(long, torch.stack([a, b, c], dim=1), two), torch.where(long, lam, 1.0)
 
 
-def epoch_simclr(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = _index(_uniform((len(lengths),), g), lengths)[:, None]
+def epoch_simclr(lengths: torch.Tensor, u: torch.Tensor, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = _index(u[:, 0], lengths)[:, None]
     return idx, torch.zeros(len(lengths), 0, device=lengths.device)
 
 
-def epoch_meta(lengths: torch.Tensor, g: torch.Generator, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_meta(lengths: torch.Tensor, u: torch.Tensor, max_dist: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(len(lengths), 1, dtype=torch.long, device=lengths.device), torch.zeros(
         len(lengths), 0, device=lengths.device
     )

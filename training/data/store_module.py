@@ -14,60 +14,48 @@ Interface (:class:`~.datamodule.DataModule`, as :class:`~.module.PairDataModule`
 What happens per epoch, and why it costs the host nothing but launches:
 
 * **Order.** A seeded permutation of the training videos, drawn on the host from ``(seed, epoch)`` (a few
-  hundred integers once per epoch, no device round trip) and copied to the device once.
+  hundred integers once per epoch, no device round trip, :func:`.draws.epoch_order`) and copied to the device once.
 * **Pairs.** :func:`.pairs.plan_epoch` draws every video's frames and mixing weights for the whole epoch in
-  a few tensor operations on the frames' device; each step then gathers its rows of the store, mixes PPG views
-  in pixel space and augments on the device (:mod:`.augment`, from a generator on that device seeded per batch).
+  a few tensor operations on the frames' device, from uniforms keyed by ``(seed, epoch, video key)``
+  (:mod:`.draws`): the stream gives every video the same pair. Each step then gathers its rows of the store,
+  mixes PPG views in pixel space and augments on the device (:func:`.batch.batch_views`, from the items' keyed
+  uniforms too).
 * **Every video, every epoch.** Batches are ``batch_size`` pairs with the remainder last; no video sits out.
   A remainder of ONE joins the batch before it (that batch has ``batch_size + 1`` pairs): NT-Xent needs a
   second pair for negatives, and one pair alone would give a zero loss with no gradient. Under DDP the epoch
   order is shared and strided over ranks; when the videos do not divide evenly the first few are repeated so
   that every rank takes the same number of steps (the engine stops all ranks at the first exhausted one).
-* **Reproducible, resumable.** Frame choices, weights and augmentation depend only on ``(seed, epoch, batch
-  index, rank)``: the same seed gives the same batches, and a run resumed mid-epoch from :meth:`state_dict`
-  gives exactly the batches the uninterrupted run would have (also the meta batches, whose count is saved).
-* **Meta batches.** The first frame of each held-out meta video, gathered once onto the training device;
-  reshuffled every pass (as :meth:`~.module.PairDataModule.meta_iterator`).
+* **Reproducible, resumable.** Frame choices, weights and augmentation depend only on ``(seed, epoch, video)``
+  and the order on ``(seed, epoch)``: the same seed gives the same batches on a CPU or a GPU, and a run resumed
+  mid-epoch from :meth:`state_dict` gives exactly the batches the uninterrupted run would have (also the meta
+  batches, whose count is saved).
+* **Meta batches.** The first frame of each held-out meta video (sorted by key), gathered once onto the training
+  device; reshuffled every pass by :func:`.draws.meta_batch`, as the stream does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import DataError
-from .augment import pair_views
+from .batch import DataStats, PairBatch, batch_views
 from .config import DataConfig
-from .module import DataStats, PairBatch
+from .draws import epoch_order, item_ids, key_ids, meta_batch
 from .pairs import plan_epoch
 from .sampling import EpochPlan, mix_views
 from .store import FrameStore, build_store, load_store, save_store, store_settings
 
-__all__ = ["STORE_MODES", "StoreBatch", "StoreDataModule", "store_mode", "placement", "batch_sizes"]
+__all__ = ["STORE_MODES", "StoreDataModule", "store_mode", "placement", "batch_sizes"]
 
 log = logging.getLogger(__name__)
 
 STORE_MODES = ("auto", "device", "host", "off")
-
-
-@dataclass
-class StoreBatch(PairBatch):
-    """A :class:`PairBatch` whose frames are already on the store's device, with the seed of its augmentation."""
-
-    seed: int = 0
-
-
-def _seed(*parts: object) -> int:
-    """A 63-bit seed from any parts: independent streams per (seed, epoch, batch, rank, purpose)."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
 
 
 def store_mode(cfg: DataConfig, device: torch.device) -> str:
@@ -139,7 +127,7 @@ class _Epoch:
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def __iter__(self) -> Iterator[StoreBatch]:
+    def __iter__(self) -> Iterator[PairBatch]:
         return self.module._batches(self.epoch, self.sizes, self.start)
 
 
@@ -165,8 +153,9 @@ class StoreDataModule:
         self._where = self.store.frames.device  # where pairs are planned and gathered
         self._offsets = torch.tensor(self.store.offsets, dtype=torch.long).to(self._where)
         self._lengths = torch.tensor(self.store.lengths, dtype=torch.long).to(self._where)
+        self._key_ids = key_ids(self.store.keys, device=self._where)
         self._train = [i for i, m in enumerate(self.store.meta) if not m]
-        self._meta = [i for i, m in enumerate(self.store.meta) if m]
+        self._meta = sorted((i for i, m in enumerate(self.store.meta) if m), key=lambda i: self.store.keys[i])
         if need_meta and cfg.meta_fraction > 0 and not self._meta:
             raise DataError(self._no_meta())
         if need_meta and cfg.meta_fraction > 0 and len(self._meta) < 2:  # BatchNorm cannot train on one sample
@@ -180,7 +169,6 @@ class StoreDataModule:
                 "NT-Xent needs at least 2 pairs per process; add videos or lower meta_fraction"
             )
         self._aug = cfg.augment_config()
-        self._generators: dict[torch.device, torch.Generator] = {}
         self._meta_frames: torch.Tensor | None = None
         self._epoch, self._position, self._complete, self._meta_drawn = 0, 0, False, 0
         self._resume: dict[str, Any] | None = None
@@ -231,34 +219,29 @@ class StoreDataModule:
 
     def plan(self, epoch: int) -> tuple[EpochPlan, list[int]]:
         """This rank's pairs of ``epoch`` in order (host permutation, device draws), and their videos on the host."""
-        order = torch.randperm(len(self._train), generator=torch.Generator().manual_seed(_seed(self.cfg.seed, epoch)))
+        order = epoch_order(len(self._train), seed=self.cfg.seed, epoch=epoch)
         videos = torch.tensor(self._train, dtype=torch.long)[order]
         padded = torch.arange(self.rank, self.rank_videos * self.world_size, self.world_size) % len(self._train)
-        g = torch.Generator(device=self._where).manual_seed(_seed(self.cfg.seed, "pairs", epoch))
-        full = plan_epoch(
-            self.cfg.pair_type,
-            videos.to(self._where, non_blocking=True),
-            self._offsets,
-            self._lengths,
-            g,
-            self.cfg.max_dist,
-        )
+        on_device = videos.to(self._where, non_blocking=True)
+        ids = item_ids(self._key_ids[on_device], seed=self.cfg.seed, purpose="train", draw=epoch)
+        full = plan_epoch(self.cfg.pair_type, on_device, self._offsets, self._lengths, ids, self.cfg.max_dist)
         rows = padded.to(self._where, non_blocking=True)
-        return EpochPlan(full.videos[rows], full.frames[rows], full.weights[rows]), videos[padded].tolist()
+        plan = EpochPlan(full.videos[rows], full.frames[rows], full.weights[rows], full.ids[rows])
+        return plan, videos[padded].tolist()
 
-    def _batches(self, epoch: int, sizes: list[int], start: int) -> Iterator[StoreBatch]:
+    def _batches(self, epoch: int, sizes: list[int], start: int) -> Iterator[PairBatch]:
         plan, order = self.plan(epoch)
         begin = sum(sizes[:start])
         for j in range(start, len(sizes)):
             end = begin + sizes[j]
-            batch = self._batch(plan, order[begin:end], slice(begin, end), _seed(self.cfg.seed, epoch, j, self.rank))
+            batch = self._batch(plan, order[begin:end], slice(begin, end))
             self._position = j + 1
             self.stats.batches += 1
             begin = end
             yield batch
         self._complete = True
 
-    def _batch(self, plan: EpochPlan, videos: list[int], rows: slice, seed: int) -> StoreBatch:
+    def _batch(self, plan: EpochPlan, videos: list[int], rows: slice) -> PairBatch:
         frames = self.store.frames
         idx = plan.frames[rows]
         got = frames[idx.reshape(-1)].view(*idx.shape, *frames.shape[1:])
@@ -267,16 +250,16 @@ class StoreDataModule:
         weights = plan.weights[rows].to(self.device, non_blocking=True)
         views = mix_views(got, weights, self.cfg.pair_type)
         lam = weights[:, 0] if self.cfg.pair_type == "uscl" else torch.ones(len(videos), device=self.device)
-        return StoreBatch(
+        return PairBatch(
             views,
             lam,
+            plan.ids[rows].to(self.device, non_blocking=True),
             [self.store.sources[v] for v in videos],
             [self.store.keys[v] for v in videos],
-            seed=seed,
         )
 
     # -- meta split --------------------------------------------------------------------------------------------
-    def meta_iterator(self) -> Iterator[StoreBatch]:
+    def meta_iterator(self) -> Iterator[PairBatch]:
         """Infinite meta batches (first frame of held-out videos), reshuffled every pass; resumes its count."""
         if not self._meta:
             raise DataError(self._no_meta())
@@ -285,18 +268,17 @@ class StoreDataModule:
             self._meta_frames = self.store.frames[first].to(self.device)
         n = len(self._meta)
         bs = min(self.cfg.meta_batch_size, n)
-        per_pass = n // bs
+        meta_keys = self._key_ids[torch.tensor(self._meta, dtype=torch.long).to(self._where)]
         while True:
-            cycle, k = divmod(self._meta_drawn, per_pass)
-            g = torch.Generator().manual_seed(_seed(self.cfg.seed, "meta", self.rank, cycle))
-            perm = torch.randperm(n, generator=g)[k * bs : (k + 1) * bs]
+            perm = meta_batch(n, bs, seed=self.cfg.seed, rank=self.rank, drawn=self._meta_drawn)
             videos = [self._meta[i] for i in perm.tolist()]
-            batch = StoreBatch(
+            ids = item_ids(meta_keys[perm.to(self._where)], seed=self.cfg.seed, purpose="meta", draw=self._meta_drawn)
+            batch = PairBatch(
                 self._meta_frames[perm.to(self.device, non_blocking=True)][:, None],
                 torch.ones(bs, device=self.device),
+                ids.to(self.device, non_blocking=True),
                 [self.store.sources[v] for v in videos],
                 [self.store.keys[v] for v in videos],
-                seed=_seed(self.cfg.seed, "meta-views", self.rank, self._meta_drawn),
             )
             self._meta_drawn += 1
             yield batch
@@ -309,21 +291,9 @@ class StoreDataModule:
         )
 
     # -- device side -------------------------------------------------------------------------------------------
-    def _generator(self, device: torch.device, seed: int) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device)
-        return self._generators[device].manual_seed(seed)
-
-    def gpu_views(
-        self, batch: PairBatch, device: torch.device | str, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both views, float ``[B, 3, S, S]`` on ``device``: augmented per sample, normalized, USCL-mixed.
-
-        The augmentation draws from a generator on ``device`` seeded by the batch, so a batch always gets the
-        same views (``generator`` overrides that)."""
-        x = batch.frames.to(device, non_blocking=True)
-        g = generator if generator is not None else self._generator(x.device, getattr(batch, "seed", 0))
-        return pair_views(x, batch.lam, self._aug, g)
+    def gpu_views(self, batch: PairBatch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views, float ``[B, 3, S, S]`` on ``device`` (:func:`.batch.batch_views`: the items' keyed draws)."""
+        return batch_views(batch, device, self._aug)
 
     # -- checkpointing -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

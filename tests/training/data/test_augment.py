@@ -68,8 +68,8 @@ def _torchvision_jitter(x: torch.Tensor, cfg: A.AugmentConfig, generator: torch.
     tvf = pytest.importorskip("torchvision.transforms.v2.functional")
     b, hue = 0.8 * cfg.jitter_strength, 0.2 * cfg.jitter_strength
     lo = max(0.0, 1.0 - b)
-    u = torch.rand(len(x), 4, generator=generator)
-    order = torch.argsort(torch.rand(len(x), 4, generator=generator), dim=1)
+    draws = torch.rand(len(x), 8, generator=generator, dtype=torch.float64)
+    u, order = draws[:, :4].float(), torch.argsort(draws[:, 4:], dim=1)
     ops = [tvf.adjust_brightness, tvf.adjust_contrast, tvf.adjust_saturation, tvf.adjust_hue]
     out = []
     for i in range(len(x)):
@@ -86,7 +86,7 @@ def _torchvision_jitter(x: torch.Tensor, cfg: A.AugmentConfig, generator: torch.
 @pytest.mark.parametrize("channels", [3, 1])
 def test_jitter_applies_each_samples_own_ops_in_its_own_order_like_torchvision(channels: int) -> None:
     x = torch.rand(24, channels, 8, 8)
-    ours = A._jitter(x.clone(), CFG, torch.Generator().manual_seed(4))
+    ours = A._jitter(x.clone(), CFG, torch.rand(24, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
     ref = _torchvision_jitter(x, CFG, torch.Generator().manual_seed(4))
     assert torch.allclose(ours, ref, atol=1e-4)
 

@@ -20,6 +20,8 @@ from timm_uscl.cli import main as cli
 from timm_uscl.training.data import DataConfig, DataError, PairDataModule
 from timm_uscl.training.data.cache import FrameCache
 from timm_uscl.training.data.decode import decode_clip, read_frames
+from timm_uscl.training.data.draws import item_id
+from timm_uscl.training.data.pairs import item_pair
 from timm_uscl.training.data.sources import SourceSpec, open_source
 
 Frames = dict[str, list[np.ndarray]]
@@ -403,16 +405,19 @@ def test_a_list_of_images_column_trains_one_row_per_video_and_skips_a_bad_frame(
     tmp_path: Path, clip_frames: Frames
 ) -> None:
     names = sorted(clip_frames)
+    cfg = _cfg(str(tmp_path / "p" / "*.parquet"), video_column="frames", key_column="video_id", pair_type="uscl")
+    ident = item_id(names[0], seed=cfg.seed, purpose="train", draw=0)
+    bad = item_pair("uscl", len(clip_frames[names[0]]), ident).indices[0]  # a frame epoch 0 reads
     for part in range(2):  # two parquet files: two shards
         videos = {n: [_png(f) for f in clip_frames[n]] for n in names[part::2]}
         if part == 0:
-            videos[names[0]][3] = b"not a png"
+            videos[names[0]][bad] = b"not a png"
         _list_parquet(tmp_path / "p" / f"part{part}.parquet", videos)
     source = str(tmp_path / "p" / "*.parquet")
     src = open_source([SourceSpec(source, video_column="frames", key_column="video_id")])
     assert src.dataset.num_shards == 2
-    dm = PairDataModule(_cfg(source, video_column="frames", key_column="video_id", pair_type="uscl"))
-    assert sorted(_keys(dm)) == names and list(dm.stats.skipped_frames) == [f"{names[0]} frame 3"]
+    dm = PairDataModule(cfg)
+    assert sorted(_keys(dm)) == names and list(dm.stats.skipped_frames) == [f"{names[0]} frame {bad}"]
     streamed = next(r for r in src.dataset if r["key"] == names[1])["video"]
     folder = _frame_folders(tmp_path / "f", clip_frames, videos=names[1:2])
     assert torch.equal(decode_clip(streamed, 32), decode_clip(_row(folder)["video"], 32))

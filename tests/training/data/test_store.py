@@ -14,7 +14,8 @@ import torch
 from hostsync import no_host_sync
 from timm_uscl.training.data import DataConfig, DataError
 from timm_uscl.training.data.datamodule import DataModule, data_module
-from timm_uscl.training.data.pairs import plan_pair, sample_pairs
+from timm_uscl.training.data.draws import PAIR_DRAWS
+from timm_uscl.training.data.pairs import sample_pairs
 from timm_uscl.training.data.sampling import beta_3_5, beta_half_half, mix_views
 from timm_uscl.training.data.sources import meta_split_fn
 from timm_uscl.training.data.store import FrameStore, build_store, load_store, save_store, store_settings
@@ -27,6 +28,10 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _u(n: int = 4000, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, PAIR_DRAWS, generator=_gen(seed), dtype=torch.float64)
+
+
 def _lengths(n: int = 4000, seed: int = 0) -> torch.Tensor:
     return torch.randint(1, 40, (n,), generator=_gen(seed))
 
@@ -37,7 +42,7 @@ def _lengths(n: int = 4000, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("max_dist", [2, 5, 999])
 def test_metauscl_frames_keep_the_ppg_constraints(max_dist: int) -> None:
     lengths = _lengths()
-    idx, w = sample_pairs("metauscl", lengths, _gen(), max_dist)
+    idx, w = sample_pairs("metauscl", lengths, _u(), max_dist)
     long = lengths >= 3
     i0, f1, f2 = idx[long].unbind(1)
     d1, d2, L = f1 - i0, f2 - i0, lengths[long]
@@ -50,43 +55,31 @@ def test_metauscl_frames_keep_the_ppg_constraints(max_dist: int) -> None:
 
 def test_uscl_frames_are_three_distinct_frames_or_the_short_clip_fallbacks() -> None:
     lengths = _lengths()
-    idx, lam = sample_pairs("uscl", lengths, _gen(1))
+    idx, lam = sample_pairs("uscl", lengths, _u(seed=1))
     long = lengths >= 3
     a, b, c = idx[long].unbind(1)
     assert (a != b).all() and (b != c).all() and (a != c).all() and (idx[long] < lengths[long, None]).all()
     two = idx[lengths == 2]
     assert (two[:, 0] == two[:, 1]).all() and (two[:, 0] + two[:, 2] == 1).all() and len(set(two[:, 0].tolist())) == 2
-    assert (idx[lengths == 1] == 0).all() and (lam[~long] == 1).all() and ((lam[long] > 0) & (lam[long] < 1)).all()
+    assert (idx[lengths == 1] == 0).all() and (lam[~long] == 1).all()
+    # Beta(0.5, 0.5) in float32: a draw within ~2e-4 of the ends rounds to exactly 0 or 1 (sin^2 near pi/2)
+    assert ((lam[long] >= 0) & (lam[long] <= 1)).all() and ((lam[long] > 0) & (lam[long] < 1)).float().mean() > 0.99
 
 
 def test_simclr_takes_any_frame_and_meta_the_first() -> None:
     lengths = _lengths()
-    idx, _ = sample_pairs("simclr", lengths, _gen(2))
+    idx, _ = sample_pairs("simclr", lengths, _u(seed=2))
     assert (idx[:, 0] < lengths).all() and (idx >= 0).all()
     assert Counter(idx[lengths == 3, 0].tolist()).keys() == {0, 1, 2}
-    assert (sample_pairs("meta", lengths, _gen())[0] == 0).all()
-
-
-@pytest.mark.parametrize("pair_type,length,max_dist", [("metauscl", 7, 4), ("metauscl", 5, 999), ("uscl", 5, 999)])
-def test_device_draws_follow_the_same_distribution_as_the_worker_draws(
-    pair_type: str, length: int, max_dist: int
-) -> None:
-    n = 30000
-    idx, _ = sample_pairs(pair_type, torch.full((n,), length), _gen(3), max_dist)
-    ours = Counter(map(tuple, idx.tolist()))
-    rng = np.random.default_rng(0)
-    theirs = Counter(plan_pair(pair_type, length, rng, max_dist).indices for _ in range(n))
-    keys = set(ours) | set(theirs)
-    assert set(ours) == set(theirs)  # the same support: every allowed triple, nothing else
-    assert 0.5 * sum(abs(ours[k] - theirs[k]) for k in keys) / n < 0.03  # total variation distance
+    assert (sample_pairs("meta", lengths, _u())[0] == 0).all()
 
 
 def test_mixing_weights_have_the_reference_beta_distributions() -> None:
-    a = beta_3_5((200_000,), _gen(4)).double()
+    a = beta_3_5(torch.rand(200_000, 7, generator=_gen(4))).double()
     assert abs(a.mean() - 0.375) < 0.003 and abs(a.var() - 15 / (64 * 9)) < 0.001  # Beta(3, 5)
     ref = np.random.default_rng(0).beta(3, 5, 200_000)
     assert np.abs(np.quantile(a.numpy(), [0.1, 0.5, 0.9]) - np.quantile(ref, [0.1, 0.5, 0.9])).max() < 0.005
-    lam = beta_half_half((200_000,), _gen(5)).double()
+    lam = beta_half_half(torch.rand(200_000, generator=_gen(5))).double()
     assert abs(lam.mean() - 0.5) < 0.003 and abs(lam.var() - 0.125) < 0.002  # Beta(0.5, 0.5)
     assert abs((lam < 0.1).double().mean() - 2 / np.pi * np.arcsin(np.sqrt(0.1))) < 0.004
 
