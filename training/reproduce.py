@@ -75,8 +75,9 @@ STAGES = (
     Stage("evaluate_random", "evaluate", "random"),
     *(Stage(f"evaluate_{m}", "evaluate", m, needs=(f"pretrain_{m}",)) for m in METHODS),
     Stage("table", "table", "", needs=("evaluate_random", *(f"evaluate_{m}" for m in METHODS))),
+    Stage("install", "install", "", needs=tuple(f"evaluate_{m}" for m in METHODS)),
 )
-ESTIMATE_S = {"pretrain_meta_uscl": 3600.0, "pretrain": 1200.0, "evaluate": 1800.0, "table": 5.0}
+ESTIMATE_S = {"pretrain_meta_uscl": 3600.0, "pretrain": 1200.0, "evaluate": 1800.0, "table": 5.0, "install": 10.0}
 """Fallback ETAs (seconds) on a 2-core CPU with bf16, used only until a stage of that kind has timings."""
 
 
@@ -119,6 +120,7 @@ PLAN_FIELDS = {
     | {"online_every"},
     "evaluate": {"data_root", "image_size", "precision", "device", "eval_budget"},
     "table": {"eval_budget"},
+    "install": {"eval_budget"},
 }
 """Which plan fields each kind of stage depends on: a stage is refused only when one of ITS fields changed."""
 
@@ -471,12 +473,42 @@ def _table_stage(call: StageCall) -> dict[str, Any]:
     return {"table": str(folder / "table.md")}
 
 
+def _install_stage(call: StageCall) -> dict[str, Any]:
+    """Each pretrained backbone's measured results written into its export's card (the results are refused unless
+    measured on that export's weights), then the export installed in the local weights store under its own tag
+    (``timm-uscl install``): loadable offline by ``timm.create_model``, never published (the pretraining data's
+    licence is no-derivatives). A copy installed from these very weights is replaced (its card is refreshed); a tag
+    installed from other weights is refused."""
+    from timm_uscl.export_folder import check_export, update_card
+    from timm_uscl.record import RECORD_KEY
+    from timm_uscl.store import add, find_installed
+
+    from .evaluation.metrics import card_results
+
+    root = call.folder.parent
+    installed = {}
+    for method in METHODS:
+        export = root / f"pretrain_{method}" / "export"
+        results = json.loads((root / f"evaluate_{method}" / "eval.json").read_text())
+        update_card(export, card_results(results), measured_sha256=results.get("weights_sha256"))
+        block = check_export(export)[RECORD_KEY]
+        found = find_installed(block["name"])
+        if found is not None and found.sha256 != block["sha256"]:
+            raise ReproduceError(
+                f"{found.folder}: {block['name']} is installed from other weights (sha256 {found.sha256[:12]}); "
+                f"`timm-uscl install {export} --overwrite` replaces it, then rerun"
+            )
+        installed[block["name"]] = str(add(export, overwrite=found is not None))
+    return {"installed": installed}
+
+
 _STAGE = {stage.name: stage for stage in STAGES}
 
 DEFAULT_RUNNERS: dict[str, StageRunner] = {
     "pretrain": _pretrain_stage,
     "evaluate": _evaluate_stage,
     "table": _table_stage,
+    "install": _install_stage,
 }
 
 

@@ -30,7 +30,7 @@ def _runners(calls: list[tuple[str, bool]], fail: str | None = None):
             raise RuntimeError("killed")
         return {"ok": stage.name}
 
-    return {"pretrain": run, "evaluate": run, "table": run}
+    return {"pretrain": run, "evaluate": run, "table": run, "install": run}
 
 
 def test_every_stage_runs_once_in_order_and_a_second_call_redoes_nothing(tmp_path):
@@ -153,7 +153,7 @@ def test_a_stage_held_by_another_job_is_left_to_it_and_its_dependents_wait_for_i
     ]
     calls.clear()
     run_reproduction(root, _plan(tmp_path), runners=_runners(calls), commit=COMMIT)  # the other job is gone
-    assert [name for name, _ in calls] == ["pretrain_uscl", "evaluate_uscl", "table"]
+    assert [name for name, _ in calls] == ["pretrain_uscl", "evaluate_uscl", "table", "install"]
 
 
 def test_a_killed_attempt_still_counts_its_wall_time_up_to_its_last_write(tmp_path):
@@ -200,3 +200,34 @@ def test_a_finished_run_this_record_did_not_start_is_refused_and_reset_forgets_t
     removed = reset_stage(root, "pretrain_uscl")
     assert folder in removed and not folder.exists() and not (root / "stages" / "pretrain_uscl.json").exists()
     assert "pretrain_uscl" in {s.name for s in STAGES}
+
+
+def test_the_install_stage_puts_each_backbones_results_on_its_card_and_installs_it_once(tmp_path, store):
+    import timm
+    import torch
+
+    import timm_uscl
+    from timm_uscl.checksum import sha256_file
+    from timm_uscl.store import find_installed
+    from timm_uscl.training.reproduce import _STAGE, StageCall, _install_stage
+
+    from ..test_cards import RESULTS
+
+    root = tmp_path / "root"
+    for method in ("meta_uscl", "uscl", "simclr"):
+        name = f"resnet18_uscl.pretrain_{method}"
+        export = timm_uscl.export(timm.create_model("resnet18_uscl"), root / f"pretrain_{method}" / "export", name)
+        (root / f"evaluate_{method}").mkdir(parents=True)
+        results = {**RESULTS, "weights_sha256": sha256_file(export / "model.safetensors")}
+        (root / f"evaluate_{method}" / "eval.json").write_text(json.dumps(results))
+    call = StageCall(_STAGE["install"], _plan(tmp_path), root / "install", resume=False)
+    done = _install_stage(call)
+    assert sorted(done["installed"]) == [f"resnet18_uscl.pretrain_{m}" for m in ("meta_uscl", "simclr", "uscl")]
+    found = find_installed("resnet18_uscl.pretrain_uscl")
+    assert found is not None and "75.0" in (found.folder / "README.md").read_text()  # POCUS video accuracy
+    assert _install_stage(call) == done  # again: the same weights are replaced, not refused
+    torch.manual_seed(1)  # other weights under the same tag: a copy the stage must not replace
+    other = timm_uscl.export(timm.create_model("resnet18_uscl"), tmp_path / "other", "resnet18_uscl.pretrain_uscl")
+    timm_uscl.install(other, overwrite=True)
+    with pytest.raises(ReproduceError, match="installed from other weights"):
+        _install_stage(call)

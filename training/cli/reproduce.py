@@ -16,8 +16,8 @@ ROOT_ENV = "TIMM_USCL_REPRO"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "reproduce",
-        help="pretrain Meta-USCL, USCL and SimCLR at the paper's budget, evaluate them and random init, compare "
-        "(resumable; `reproduce status` shows progress and ETA)",
+        help="pretrain Meta-USCL, USCL and SimCLR at the paper's budget, evaluate them and random init, compare, "
+        "install the three with their results on their cards (resumable; `reproduce status` shows progress and ETA)",
         description="Run every stage left of the reproduction table; rerun the same command after an interruption "
         "to continue (finished stages are skipped, an interrupted pretraining resumes from last.pt).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--stages",
         nargs="+",
         metavar="STAGE",
-        help="only these stages or kinds (pretrain, evaluate, table, or a stage name such as pretrain_uscl)",
+        help="only these stages or kinds (pretrain, evaluate, table, install, or a stage name such as pretrain_uscl)",
     )
     p.set_defaults(func=_run)
 
