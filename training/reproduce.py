@@ -181,23 +181,45 @@ class Root:
             raise ReproduceError(f"{path}: cannot be written ({err.strerror or err})") from None
 
     def check_plan(self, plan: Plan) -> None:
-        """Refuse a plan that changes what a started or finished stage computed (its kind's :data:`PLAN_FIELDS`);
-        ``plan.json`` then records the plan of the latest call."""
+        """Refuse a plan that changes what a started or finished stage computed (its kind's :data:`PLAN_FIELDS`), or
+        that differs at all from the plan of a job that is running on this root now; ``plan.json`` then records the
+        plan of the latest call. Held under the root's lock, so two calls cannot both pass against the same state."""
+        with self.root_lock():
+            self._check_plan(plan)
+
+    @contextmanager
+    def root_lock(self) -> Iterator[None]:
+        """The whole root, for the short checks and writes of ``plan.json`` (blocking: they take milliseconds)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "plan.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read_plan(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.path / "plan.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _check_plan(self, plan: Plan) -> None:
+        recorded = self.read_plan()
+        if recorded is not None and recorded != dataclasses.asdict(plan) and self.live():
+            raise ReproduceError(
+                f"{self.path / 'plan.json'}: a job running on this root now has other settings "
+                f"({_diff(recorded, plan)}); wait for it to finish, run with its settings, or pick another --root"
+            )
         for stage in STAGES:
             record = self.read(stage)
             if record.status == "left":
                 continue
             saved = {k: v for k, v in record.settings.items() if k in PLAN_FIELDS[stage.kind]}
-            wanted = plan.settings(stage.kind)
-            if saved != wanted:
-                diffs = "; ".join(
-                    f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}"
-                    for k in sorted(set(saved) | set(wanted))
-                    if saved.get(k) != wanted.get(k)
-                )
+            if saved != plan.settings(stage.kind):
                 raise ReproduceError(
-                    f"{self.record_path(stage)}: {stage.name} was {record.status} with other settings ({diffs}); run "
-                    f"with the same settings or pick another --root"
+                    f"{self.record_path(stage)}: {stage.name} was {record.status} with other settings "
+                    f"({_diff(saved, plan, stage.kind)}); run with the same settings or pick another --root"
                 )
         self._atomic(self.path / "plan.json", json.dumps(dataclasses.asdict(plan), indent=2))
 
@@ -236,6 +258,13 @@ class Root:
     def live(self) -> bool:
         """Whether any stage is being run by a live process now."""
         return any(self.held_elsewhere(stage) for stage in STAGES)
+
+
+def _diff(saved: dict[str, Any], plan: Plan, kind: str | None = None) -> str:
+    """``field old -> new; ...`` between recorded settings and ``plan`` (its fields of ``kind``, or all)."""
+    wanted = plan.settings(kind) if kind else dataclasses.asdict(plan)
+    keys = sorted(set(saved) | set(wanted))
+    return "; ".join(f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}" for k in keys if saved.get(k) != wanted.get(k))
 
 
 def current_commit() -> str | None:
@@ -293,6 +322,13 @@ def _run_stage(
     commit = commit_fn()
     record = root.read(stage)
     _check_commit(root, stage, record, commit)
+    with root.root_lock():  # another call may have replaced plan.json since this job checked it
+        recorded = root.read_plan()
+        if recorded != dataclasses.asdict(plan):
+            raise ReproduceError(
+                f"{root.path / 'plan.json'}: another call changed this root's plan ({_diff(recorded or {}, plan)}) "
+                f"before {stage.name} started; run one job per root, with one set of settings"
+            )
     resume = record.attempts > 0
     record = dataclasses.replace(
         record,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -231,3 +232,31 @@ def test_the_install_stage_puts_each_backbones_results_on_its_card_and_installs_
     timm_uscl.install(other, overwrite=True)
     with pytest.raises(ReproduceError, match="installed from other weights"):
         _install_stage(call)
+
+
+def test_a_second_call_with_other_settings_is_refused_while_a_job_runs_on_the_root(tmp_path, monkeypatch):
+    from timm_uscl.training import reproduce
+
+    root = tmp_path / "root"
+    run_reproduction(root, _plan(tmp_path), stages=("pretrain_uscl",), runners=_runners([]), commit=COMMIT)
+    monkeypatch.setattr(reproduce.Root, "live", lambda self: True)  # as if the first job still held a stage
+    # eval_budget: a setting no started stage used, so only the running job's plan can refuse it
+    with pytest.raises(ReproduceError, match="a job running on this root now has other settings .*eval_budget"):
+        run_reproduction(root, _plan(tmp_path, eval_budget="smoke"), stages=("evaluate_random",), runners=_runners([]))
+    assert json.loads((root / "plan.json").read_text())["eval_budget"] == "repro64"  # the running job's plan stays
+
+
+def test_a_stage_does_not_start_when_another_call_replaced_the_plan_after_this_job_checked_it(tmp_path, monkeypatch):
+    from timm_uscl.training import reproduce
+
+    check = reproduce.Root.check_plan
+
+    def racing(self, plan):  # this job's check passes, then another call records its own plan
+        check(self, plan)
+        (self.path / "plan.json").write_text(json.dumps({**dataclasses.asdict(plan), "online_every": 5}))
+
+    monkeypatch.setattr(reproduce.Root, "check_plan", racing)
+    calls: list[tuple[str, bool]] = []
+    with pytest.raises(ReproduceError, match="another call changed this root's plan .*online_every 5 -> 25"):
+        run_reproduction(tmp_path / "root", _plan(tmp_path), runners=_runners(calls), commit=COMMIT)
+    assert calls == []
