@@ -38,12 +38,15 @@ def _recorded_data(model: str) -> list[str]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import logging
+
     from timm_uscl.outdir import write_text_atomic
 
     from ..evaluation import card_results, evaluate, results_to_markdown
     from ..evaluation.metrics import strict_json
     from ..evaluation.predictions import prediction_tables, predictions_path
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _check_outputs(args.out, args.markdown)
     if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
         from timm_uscl.export_folder import check_export
@@ -215,7 +218,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the results JSON here, and each task's per-item predictions beside it (OUT.TASK.predictions.csv)",
     )
     p.add_argument("--markdown", help="write the markdown table here")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no tqdm bars (each finished fold is logged with its scores)"
+    )
     p.add_argument(
         "--card", metavar="EXPORT", help="write the results into this export's model card (MODEL must be its weights)"
     )

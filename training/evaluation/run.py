@@ -279,7 +279,11 @@ def evaluate(
         "environment": {**environment(cfg.device), "precision": precision.reason},
     }
     results["config"].update(protocols=protocols, task_dir=None if task_dir is None else str(task_dir))
-    units = UnitStore(work_dir, _unit_settings(results, sources))
+    planned = sum(
+        len(test_folds[name]) * sum(1 if p == "linear" else cfg.seeds for p in per_task_protocols[name])
+        for name in test_folds
+    )
+    units = UnitStore(work_dir, _unit_settings(results, sources), planned=planned)
     cudnn_flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
