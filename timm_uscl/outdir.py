@@ -21,7 +21,15 @@ from pathlib import Path
 
 from .errors import OutputFolderError
 
-__all__ = ["EXPORT_NAMES", "is_export_file", "check_out_dir", "staging", "commit", "write_text_atomic"]
+__all__ = [
+    "EXPORT_NAMES",
+    "is_export_file",
+    "check_out_dir",
+    "staging",
+    "commit",
+    "write_text_atomic",
+    "write_bytes_atomic",
+]
 
 _STAGING_PREFIX = ".timm-uscl-staging-"
 EXPORT_NAMES = ("config.json", "model.safetensors", "README.md")
@@ -117,12 +125,17 @@ def commit(stage: Path, out: Path, stale: list[str]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace one file of an existing folder (a card, a config) without writing through a symlink."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes (a PNG): a reader never sees half a file, a link is never followed."""
     if path.is_symlink():
         raise OutputFolderError(f"{path} is a symbolic link: timm-uscl never writes through links; remove it first.")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, _readable_mode())
         os.replace(tmp, path)
     except BaseException:

@@ -48,6 +48,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _check_outputs(args.out, args.markdown)
+    if args.plots:  # an optional package and a folder: checked now, not after the evaluation
+        from ..evaluation.plots import check_plotting
+
+        check_plotting(args.plots)
     if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
         from timm_uscl.export_folder import check_export
 
@@ -92,6 +96,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             write_text_atomic(predictions_path(Path(args.out), task), table)
     if args.markdown:
         Path(args.markdown).write_text(markdown)
+    if args.plots:
+        from ..evaluation.plots import write_plots
+
+        for path in write_plots(results, args.plots):
+            print(f"wrote {path}")
     if args.card:
         from timm_uscl.export_folder import update_card
 
@@ -218,6 +227,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the results JSON here, and each task's per-item predictions beside it (OUT.TASK.predictions.csv)",
     )
     p.add_argument("--markdown", help="write the markdown table here")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="draw each task's TASK_confusion.png (summed over folds and seeds) and TASK_folds.png (score per fold, "
+        "one marker per seed) into DIR (needs matplotlib)",
+    )
     p.add_argument(
         "--no-progress", action="store_true", help="no tqdm bars (each finished fold is logged with its scores)"
     )
