@@ -25,6 +25,7 @@ __all__ = [
     "EXPORT_NAMES",
     "is_export_file",
     "check_out_dir",
+    "check_new_dir",
     "staging",
     "commit",
     "write_text_atomic",
@@ -87,6 +88,28 @@ def check_out_dir(
             f"move those out, or pick a new folder."
         )
     return out, existing
+
+
+def check_new_dir(out_dir: str | os.PathLike, flag: str) -> Path:
+    """A folder of outputs that are never overwritten (``flag`` names the option in messages): new, or empty but
+    for the staging folders a killed writer left; never a link or a file; its parent must exist. No
+    ``--overwrite`` here: what such a folder holds (e.g. masks a measurement was made from) is the user's."""
+    if not str(out_dir).strip():
+        raise OutputFolderError(f"{flag} '': give a folder, e.g. {flag} masks/")
+    out = Path(out_dir).expanduser()
+    if out.is_symlink():
+        raise OutputFolderError(f"{flag} {out} is a symbolic link: give the real folder it points to, or a new one.")
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{flag} {out} is a file, not a folder: give a new or empty folder.")
+    if not out.exists() and not out.parent.is_dir():
+        raise OutputFolderError(f"{flag} {out}: its folder {out.parent} does not exist; create it first.")
+    held = sorted(e.name for e in out.iterdir() if not e.name.startswith(_STAGING_PREFIX)) if out.exists() else []
+    if held:
+        shown = ", ".join(held[:8]) + (" ..." if len(held) > 8 else "")
+        raise OutputFolderError(
+            f"{flag} {out} is not empty (holds {shown}): it is never overwritten; pick a new or empty folder."
+        )
+    return out
 
 
 @contextmanager

@@ -84,6 +84,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         init=args.init,
         precision=args.precision,
         work_dir=args.work_dir,
+        save_masks=args.save_masks,
         mask_foreground=args.mask_foreground,
         resize_masks=args.resize_masks,
         label_column=args.label_column,
@@ -227,6 +228,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the results JSON here, and each task's per-item predictions beside it (OUT.TASK.predictions.csv)",
     )
     p.add_argument("--markdown", help="write the markdown table here")
+    p.add_argument(
+        "--save-masks",
+        metavar="DIR",
+        help="segmentation: write every test image's predicted mask as a 0/255 PNG at the image's size, "
+        "DIR/TASK/foldF_seedS/<image path>.png (DIR must be new or empty; filled when the evaluation ends)",
+    )
     p.add_argument(
         "--plots",
         metavar="DIR",

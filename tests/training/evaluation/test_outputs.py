@@ -8,18 +8,22 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from timm_uscl.cli import main as cli
+from timm_uscl.errors import USCLError
 from timm_uscl.training.evaluation import evaluate
 from timm_uscl.training.evaluation import run as run_module
 from timm_uscl.training.evaluation.plots import confusion_counts, fold_scores
 
 SMOKE: dict[str, Any] = dict(budget="smoke", folds=[0, 1], pretrained=False, max_items=3, progress=False)
+TINY: dict[str, Any] = dict(image_size=32, epochs=1, progress=False, seed=0)
 
 
 def test_every_finished_unit_is_logged_once_with_its_scores(
@@ -88,3 +92,88 @@ def test_plots_without_matplotlib_are_refused_before_anything_is_evaluated(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--plots needs the matplotlib package: pip install matplotlib" in err
     assert not loaded and not (tmp_path / "plots").exists()
+
+
+def _seg_dir(folder: Path, write_png: Callable[..., Path], write_csv: Callable[..., Path]) -> Path:
+    """Eight speckle images of two sizes in two folds, each with a rectangle mask; the last one is a JPEG."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        h, w = (40, 48) if i % 4 < 2 else (36, 52)
+        mask = np.zeros((h, w), np.uint8)
+        mask[5 + i : 25 + i, 8:30] = 255
+        image = np.clip(rng.rayleigh(0.3, (h, w)) * 60 + 20 + 80 * (mask > 0), 0, 255).astype(np.uint8)
+        suffix = ".jpg" if i == 7 else ".png"
+        write_png(folder / "images" / f"im{i}{suffix}", image)
+        write_png(folder / "masks" / f"im{i}.png", mask)
+        rows.append([f"images/im{i}{suffix}", f"masks/im{i}.png", f"p{i}", i % 2])
+    return write_csv(folder / "metadata.csv", ["file_name", "mask_file_name", "group", "fold"], rows).parent
+
+
+def _masks(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_predicted_masks_are_saved_as_0_255_pngs_at_each_images_size_per_fold_and_seed(
+    tmp_path: Path, write_png: Callable[..., Path], write_csv: Callable[..., Path]
+) -> None:
+    folder = _seg_dir(tmp_path / "seg", write_png, write_csv)
+    out = tmp_path / "masks"
+    evaluate("resnet18_uscl", task_dir=folder, pretrained=False, folds=[0, 1], seeds=2, save_masks=out, **TINY)
+    assert sorted(p.name for p in (out / "seg").iterdir()) == [f"fold{f}_seed{s}" for f in (0, 1) for s in (0, 1)]
+    for fold in (0, 1):
+        unit = out / "seg" / f"fold{fold}_seed1"
+        assert sorted(_masks(unit)) == [f"images/im{i}.png" for i in range(fold, 8, 2)]  # the JPEG's as .png
+        for i in range(fold, 8, 2):
+            with (
+                Image.open(unit / "images" / f"im{i}.png") as m,
+                Image.open(next(folder.glob(f"images/im{i}.*"))) as im,
+            ):
+                assert m.format == "PNG" and m.mode == "L" and m.size == im.size
+                assert set(np.unique(np.asarray(m)).tolist()) <= {0, 255}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_a_masks_folder_that_is_not_empty_or_has_no_segmentation_task_is_refused_before_anything_runs(
+    tmp_path: Path,
+    synthetic_root: Path,
+    write_png: Callable[..., Path],
+    write_csv: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = _seg_dir(tmp_path / "seg", write_png, write_csv)
+    monkeypatch.setattr(run_module, "load_backbone", lambda *a, **k: pytest.fail("a backbone was loaded"))
+    kept = tmp_path / "masks"
+    (kept / "seg" / "fold0_seed0").mkdir(parents=True)
+    (kept / "seg" / "fold0_seed0" / "hc_measured.png").write_bytes(b"the user's")
+    with pytest.raises(USCLError, match=r"--save-masks .*masks is not empty \(holds seg\): it is never overwritten"):
+        evaluate("resnet18_uscl", task_dir=folder, pretrained=False, save_masks=kept, **TINY)
+    assert (kept / "seg" / "fold0_seed0" / "hc_measured.png").read_bytes() == b"the user's"
+    with pytest.raises(USCLError, match=r"--save-masks: no segmentation task is evaluated \(tasks: busi\)"):
+        evaluate("resnet18_uscl", tasks=["busi"], data_root=synthetic_root, save_masks=tmp_path / "new", **SMOKE)
+    write_png(folder / "images" / "im7.png", np.zeros((8, 8), np.uint8))  # im7.jpg's mask name, taken
+    with open(folder / "metadata.csv", "a") as f:
+        f.write("images/im7.png,masks/im7.png,p7b,1\n")
+    with pytest.raises(USCLError, match=r"im7\.jpg and .*im7\.png .* would both be saved as images/im7\.png"):
+        evaluate("resnet18_uscl", task_dir=folder, pretrained=False, save_masks=tmp_path / "new", **TINY)
+
+
+def test_a_resumed_evaluation_saves_the_masks_of_units_it_kept_without_them(
+    tmp_path: Path,
+    write_png: Callable[..., Path],
+    write_csv: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder, work = _seg_dir(tmp_path / "seg", write_png, write_csv), tmp_path / "work"
+    kwargs = dict(task_dir=folder, pretrained=False, folds=[0], work_dir=work, **TINY)
+    plain = evaluate("resnet18_uscl", **kwargs)  # units kept without masks
+    caplog.set_level(logging.INFO, logger="timm_uscl.training.evaluation")
+    args = ["--image-size", "32", "--epochs", "1", "--folds", "0", "--no-progress", "--work-dir", str(work)]
+    assert cli(["evaluate", "resnet18_uscl", "--random-init", "--task-dir", str(folder), *args, "--save-masks",
+                str(tmp_path / "first")]) == 0  # fmt: skip
+    again = evaluate("resnet18_uscl", save_masks=tmp_path / "second", **kwargs)
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("evaluation.units")]
+    assert len(lines) == 2 and "kept in" not in lines[0] and "kept in" in lines[1]  # computed again, then kept
+    first, second = _masks(tmp_path / "first"), _masks(tmp_path / "second")
+    assert sorted(first) == [f"seg/fold0_seed0/images/im{i}.png" for i in (0, 2, 4, 6)] and first == second
+    assert again["tasks"]["seg"]["protocols"] == plain["tasks"]["seg"]["protocols"]
