@@ -173,6 +173,6 @@ def test_python_block_runs_or_its_names_and_calls_resolve(text: str, readme_weig
             if name in namespace:
                 assert claim(namespace[name]), f"README: {name} is not what its comment says"
         return
-    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    imports: list[ast.stmt] = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     exec(compile(ast.Module(imports, []), "README.md", "exec"), namespace)
     _calls_bind(tree, namespace)
