@@ -21,7 +21,16 @@ from pathlib import Path
 
 from .errors import OutputFolderError
 
-__all__ = ["EXPORT_NAMES", "is_export_file", "check_out_dir", "staging", "commit", "write_text_atomic"]
+__all__ = [
+    "EXPORT_NAMES",
+    "is_export_file",
+    "check_out_dir",
+    "check_new_dir",
+    "staging",
+    "commit",
+    "write_text_atomic",
+    "write_bytes_atomic",
+]
 
 _STAGING_PREFIX = ".timm-uscl-staging-"
 EXPORT_NAMES = ("config.json", "model.safetensors", "README.md")
@@ -81,6 +90,28 @@ def check_out_dir(
     return out, existing
 
 
+def check_new_dir(out_dir: str | os.PathLike, flag: str) -> Path:
+    """A folder of outputs that are never overwritten (``flag`` names the option in messages): new, or empty but
+    for the staging folders a killed writer left; never a link or a file; its parent must exist. No
+    ``--overwrite`` here: what such a folder holds (e.g. masks a measurement was made from) is the user's."""
+    if not str(out_dir).strip():
+        raise OutputFolderError(f"{flag} '': give a folder, e.g. {flag} masks/")
+    out = Path(out_dir).expanduser()
+    if out.is_symlink():
+        raise OutputFolderError(f"{flag} {out} is a symbolic link: give the real folder it points to, or a new one.")
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{flag} {out} is a file, not a folder: give a new or empty folder.")
+    if not out.exists() and not out.parent.is_dir():
+        raise OutputFolderError(f"{flag} {out}: its folder {out.parent} does not exist; create it first.")
+    held = sorted(e.name for e in out.iterdir() if not e.name.startswith(_STAGING_PREFIX)) if out.exists() else []
+    if held:
+        shown = ", ".join(held[:8]) + (" ..." if len(held) > 8 else "")
+        raise OutputFolderError(
+            f"{flag} {out} is not empty (holds {shown}): it is never overwritten; pick a new or empty folder."
+        )
+    return out
+
+
 @contextmanager
 def staging(out: Path) -> Iterator[Path]:
     """A private folder inside ``out`` to write into; removed afterwards, with ``out`` if this call created it."""
@@ -117,12 +148,17 @@ def commit(stage: Path, out: Path, stale: list[str]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace one file of an existing folder (a card, a config) without writing through a symlink."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes (a PNG): a reader never sees half a file, a link is never followed."""
     if path.is_symlink():
         raise OutputFolderError(f"{path} is a symbolic link: timm-uscl never writes through links; remove it first.")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, _readable_mode())
         os.replace(tmp, path)
     except BaseException:

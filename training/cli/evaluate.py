@@ -38,13 +38,20 @@ def _recorded_data(model: str) -> list[str]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import logging
+
     from timm_uscl.outdir import write_text_atomic
 
     from ..evaluation import card_results, evaluate, results_to_markdown
     from ..evaluation.metrics import strict_json
     from ..evaluation.predictions import prediction_tables, predictions_path
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _check_outputs(args.out, args.markdown)
+    if args.plots:  # an optional package and a folder: checked now, not after the evaluation
+        from ..evaluation.plots import check_plotting
+
+        check_plotting(args.plots)
     if args.card:  # validated before anything is evaluated; the plugin owns what an export must hold
         from timm_uscl.export_folder import check_export
 
@@ -77,6 +84,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         init=args.init,
         precision=args.precision,
         work_dir=args.work_dir,
+        save_masks=args.save_masks,
         mask_foreground=args.mask_foreground,
         resize_masks=args.resize_masks,
         label_column=args.label_column,
@@ -89,6 +97,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             write_text_atomic(predictions_path(Path(args.out), task), table)
     if args.markdown:
         Path(args.markdown).write_text(markdown)
+    if args.plots:
+        from ..evaluation.plots import write_plots
+
+        for path in write_plots(results, args.plots):
+            print(f"wrote {path}")
     if args.card:
         from timm_uscl.export_folder import update_card
 
@@ -215,7 +228,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the results JSON here, and each task's per-item predictions beside it (OUT.TASK.predictions.csv)",
     )
     p.add_argument("--markdown", help="write the markdown table here")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument(
+        "--save-masks",
+        metavar="DIR",
+        help="segmentation: write every test image's predicted mask as a 0/255 PNG at the image's size, "
+        "DIR/TASK/foldF_seedS/<image path>.png (DIR must be new or empty; filled when the evaluation ends)",
+    )
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="draw each task's TASK_confusion.png (summed over folds and seeds) and TASK_folds.png (score per fold, "
+        "one marker per seed) into DIR (needs matplotlib)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no tqdm bars (each finished fold is logged with its scores)"
+    )
     p.add_argument(
         "--card", metavar="EXPORT", help="write the results into this export's model card (MODEL must be its weights)"
     )

@@ -7,10 +7,14 @@ dataclasses (:class:`~timm_uscl.training.config.TrainConfig`) and the preset fil
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from timm_uscl.configs import PRESETS
 
 from ..config import PRECISIONS
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 _FLAGS = {  # command-line flag -> config key (anything else: --set key=value)
     "data": "source",
@@ -86,19 +90,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import logging
-
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The validated run config a parsed ``pretrain`` command line asks for (preset, file, flags, ``--set``);
+    nothing runs (the README test checks its commands with it)."""
     from ..config import load_config, parse_overrides
-    from ..engine import pretrain
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = {key: getattr(args, flag) for flag, key in _FLAGS.items() if getattr(args, flag) is not None}
     for flag, key, value in (("no_meta", "meta", False),):
         if getattr(args, flag):
             overrides[key] = value
     overrides.update(parse_overrides(args.overrides))
-    config = load_config(args.preset, args.config, overrides)
+    return load_config(args.preset, args.config, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..engine import pretrain
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
     result = pretrain(config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.export_dir is not None:
         print(

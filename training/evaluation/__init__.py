@@ -4,7 +4,8 @@ One module per idea: :mod:`.tasks` (which files, labels, groups and folds), :mod
 reading), :mod:`.decoding` (files into grey uint8 rows), :mod:`.task_cache` (decoded tasks on disk),
 :mod:`.task_dir` (your own folder as a task), :mod:`.backbone` and :mod:`.exported` (what is evaluated),
 :mod:`.fitting` (the shared fine-tune loop and epoch choice), :mod:`.protocols` (fine-tune, linear probe, U-Net),
-:mod:`.metrics` (scores, mean ± std, the reference-style figure, markdown), :mod:`.run` (``evaluate``),
+:mod:`.metrics` (scores, mean ± std, the reference-style figure, markdown), :mod:`.predictions` and
+:mod:`.plots` (per-item CSV tables and plots of a result), :mod:`.run` (``evaluate``),
 :mod:`.online` (the trainer's every-N-epochs probe), :mod:`.repro` (the method x task table) and
 :mod:`.config` (settings; import-light). The names below are imported lazily.
 """
@@ -15,6 +16,7 @@ _EXPORTS = {
     "evaluate": ".run",
     "results_to_markdown": ".metrics",
     "card_results": ".metrics",
+    "write_plots": ".plots",
     "EvalConfig": ".config",
     "OnlineEvaluator": ".online",
     "PROTOCOLS": ".config",

@@ -31,6 +31,7 @@ __all__ = [
     "strict_json",
     "run_seeds",
     "run_epochs",
+    "unit_scores",
 ]
 
 
@@ -287,6 +288,16 @@ def card_results(results: Mapping[str, Any]) -> list[EvalResult]:
                     )
                 )
     return out
+
+
+def unit_scores(metrics: Mapping[str, Any]) -> str:
+    """One fold's reported scores as a log line gives them: Dice and IoU, or accuracy and macro-F1 at the level
+    the table reports (video where the task has videos)."""
+    if "dice" in metrics:
+        return f"Dice {percent(metrics['dice'])} %, IoU {percent(metrics['iou'])} %"
+    level = "video" if "video" in metrics else next(iter(metrics))
+    m = metrics[level]
+    return f"{level} accuracy {percent(m['accuracy'])} %, macro-F1 {percent(m['macro_f1'])} %"
 
 
 def _finite_or_none(value: Any) -> Any:

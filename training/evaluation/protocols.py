@@ -211,6 +211,7 @@ def build_unet(backbone: Backbone) -> nn.Module:
 class _SegScores(NamedTuple):
     metrics: dict[str, Any]
     dice: np.ndarray  # per test image
+    packed: np.ndarray | None = None  # the predicted masks, bit-packed along rows (kept only when asked for)
 
 
 def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -220,9 +221,19 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def finetune_unet(
-    backbone: Backbone, data: TaskData, fold: int, train: np.ndarray, test: np.ndarray, cfg: EvalConfig
+    backbone: Backbone,
+    data: TaskData,
+    fold: int,
+    train: np.ndarray,
+    test: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    keep_masks: bool = False,
 ) -> dict[str, Any]:
-    """One fold of lesion segmentation: U-Net, whole network, BCE + Dice loss, crop/flip applied to image and mask."""
+    """One fold of lesion segmentation: U-Net, whole network, BCE + Dice loss, crop/flip applied to image and mask.
+    ``keep_masks``: the record also holds the reported epoch's predicted masks (``masks``, boolean [N, S, S] in the
+    order of ``predictions["final"]["item"]``; not JSON: the caller takes them out), kept bit-packed per epoch
+    until the epoch is chosen."""
     seed, gen, device = _fold_seed(cfg, fold)
     model = build_unet(backbone).to(device).to(memory_format=torch.channels_last)
     lr, batch_size = cfg.hyper(data.spec)
@@ -239,7 +250,8 @@ def finetune_unet(
     def scores(rows: np.ndarray) -> _SegScores:
         logits = forward_rows(model, data.x, rows, norm, device, batch_size=64, label=backbone.name, cfg=cfg)
         pred, target = (logits > 0).numpy()[:, 0], data.y[rows].numpy()[:, 0] > 0
-        return _SegScores(segmentation_metrics(pred, target), dice_iou(pred, target)[0])
+        packed = np.packbits(pred, axis=-1) if keep_masks else None
+        return _SegScores(segmentation_metrics(pred, target), dice_iou(pred, target)[0], packed)
 
     def val_dice() -> float:
         assert val is not None
@@ -261,7 +273,7 @@ def finetune_unet(
         eval_val=val_dice if val is not None else None,
         desc=f"{data.spec.name} U-Net fold {fold}",
     )
-    return _fold_result(
+    result = _fold_result(
         fold,
         len(fit_rows),
         0 if val is None else len(val),
@@ -272,3 +284,7 @@ def finetune_unet(
         predictions,
         seed=cfg.seed,
     )
+    packed = trace.test[trace.chosen].packed
+    if packed is not None:
+        result["masks"] = np.unpackbits(packed, axis=-1, count=data.x.shape[-1]).astype(bool)
+    return result

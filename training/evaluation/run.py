@@ -14,6 +14,7 @@ and checked for non-finite values, and only then is anything decoded or trained:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -34,12 +35,23 @@ from ..runtime import resolve_precision
 from .backbone import Backbone, check_finite, load_backbone
 from .config import DEFAULT_TASKS, INITS, PROTOCOLS, REPRO_TASKS, EvalConfig, budget_config
 from .leakage import PretrainFiles, warn_leakage
+from .mask_files import MaskWriter
 from .metadata import fold_range
 from .metrics import reference_style, results_to_markdown, strict_json, summarize
 from .protocols import extract_features, finetune_classifier, finetune_unet, linear_probe
 from .task_cache import load_task_cached
 from .task_dir import task_from_dir
-from .tasks import TASKS, Item, TaskData, TaskSpec, fold_split, load_items, resolve_data_root, subsample
+from .tasks import (
+    TASKS,
+    Item,
+    TaskData,
+    TaskSpec,
+    fold_split,
+    item_name,
+    load_items,
+    resolve_data_root,
+    subsample,
+)
 from .units import UnitStore
 
 __all__ = ["evaluate", "evaluate_for_reproduction"]
@@ -63,6 +75,38 @@ def _protocol_name(spec: TaskSpec, protocol: str) -> str:
     return "fine-tune last block" if spec.finetune == "last_block" else "fine-tune all"
 
 
+def _tune_unit(
+    backbone: Backbone,
+    data: TaskData,
+    unit: tuple[str, int, int],
+    split: tuple[np.ndarray, np.ndarray],
+    cfg: EvalConfig,
+    *,
+    units: UnitStore,
+    masks: MaskWriter | None,
+) -> dict[str, Any]:
+    """One fine-tune unit (protocol, fold, seed), loaded where ``units`` keeps it. With ``masks``, a segmentation
+    unit's predicted masks are written before its unit file, and a kept unit without masks is computed again."""
+    spec, (protocol, fold, seed) = data.spec, unit
+    keep = masks is not None and spec.kind == "segmentation"
+
+    def tune() -> dict[str, Any]:
+        if not keep:
+            fn = finetune_unet if spec.kind == "segmentation" else finetune_classifier
+            return fn(backbone, data, fold, *split, replace(cfg, seed=seed))
+        assert masks is not None
+        run = finetune_unet(backbone, data, fold, *split, replace(cfg, seed=seed), keep_masks=True)
+        items = [data.items[i] for i in run["predictions"]["final"]["item"]]
+        masks.write(spec.name, fold, seed, items, run.pop("masks"))
+        return run
+
+    reuse = masks is None or not keep or masks.has(spec.name, fold, seed)
+    run = units.run(spec.name, protocol, fold, seed, tune, reuse=reuse)
+    if masks is not None and keep:
+        masks.record(spec.name, fold, seed)
+    return run
+
+
 def _run_protocol(
     backbone: Backbone,
     data: TaskData,
@@ -70,10 +114,13 @@ def _run_protocol(
     splits: dict[int, tuple[np.ndarray, np.ndarray]],
     cfg: EvalConfig,
     units: UnitStore,
+    *,
+    masks: MaskWriter | None = None,
 ) -> dict[str, Any]:
     """Every fold (x every seed, for a fine-tune) of one protocol on one task, with its hyper-parameters, the
     mean ± std over runs and the reference-style figure pooled over runs. The linear probe is deterministic:
-    one run per fold, ``seeds`` None. A unit ``units`` keeps from an earlier run is loaded, not recomputed."""
+    one run per fold, ``seeds`` None. A unit ``units`` keeps from an earlier run is loaded, not recomputed;
+    ``masks`` writes a segmentation unit's predicted masks (:mod:`.mask_files`)."""
     spec, folds = data.spec, list(splits)
     seeds: list[int] | None = None
     if protocol == "linear":
@@ -87,13 +134,12 @@ def _run_protocol(
         runs = [units.run(spec.name, protocol, f, None, partial(probe, f)) for f in folds]
         hyper: dict[str, Any] = {"classifier": "StandardScaler + LogisticRegression(lbfgs, C=1)"}
     else:
-        fn = finetune_unet if spec.kind == "segmentation" else finetune_classifier
         seeds = list(cfg.run_seeds)
-
-        def tune(f: int, s: int) -> dict[str, Any]:
-            return fn(backbone, data, f, *splits[f], replace(cfg, seed=s))
-
-        runs = [units.run(spec.name, protocol, f, s, partial(tune, f, s)) for s in seeds for f in folds]
+        runs = [
+            _tune_unit(backbone, data, (protocol, f, s), splits[f], cfg, units=units, masks=masks)
+            for s in seeds
+            for f in folds
+        ]
         lr, bs = cfg.hyper(spec)
         hyper = {
             "lr": lr,
@@ -114,7 +160,14 @@ def _run_protocol(
 
 
 def _evaluate_task(
-    backbone: Backbone, source: Source, protocols: list[str], folds: Sequence[int], cfg: EvalConfig, units: UnitStore
+    backbone: Backbone,
+    source: Source,
+    protocols: list[str],
+    folds: Sequence[int],
+    cfg: EvalConfig,
+    *,
+    units: UnitStore,
+    masks: MaskWriter | None,
 ) -> dict[str, Any]:
     spec, base, items = source
     cfg = cfg.for_task(spec.name)
@@ -128,17 +181,11 @@ def _evaluate_task(
         "epochs": cfg.epochs,
         "n_items": len(data.items),
         "n_rows": len(data.x),
-        "items": [_item_name(it, base) for it in data.items],
-        "protocols": {proto: _run_protocol(backbone, data, proto, splits, cfg, units) for proto in protocols},
+        "items": [item_name(it, base) for it in data.items],
+        "protocols": {
+            proto: _run_protocol(backbone, data, proto, splits, cfg, units, masks=masks) for proto in protocols
+        },
     }
-
-
-def _item_name(item: Item, base: Path) -> str:
-    """An item's file relative to its task folder: how two results files name the same video or image."""
-    try:
-        return item.path.relative_to(base.resolve()).as_posix()
-    except ValueError:
-        return item.path.as_posix()
 
 
 def _sources(
@@ -205,7 +252,7 @@ def _unit_settings(results: dict[str, Any], sources: Sequence[Source]) -> dict[s
     return {
         **{k: results[k] for k in ("model", "arch", "pretrained", "init", "weights_sha256", "mean", "std")},
         "config": {k: v for k, v in results["config"].items() if k not in ignored},
-        "items": {spec.name: [_item_name(it, base) for it in items] for spec, base, items in sources},
+        "items": {spec.name: [item_name(it, base) for it in items] for spec, base, items in sources},
         "commit": results["environment"].get("commit"),
     }
 
@@ -225,6 +272,7 @@ def evaluate(
     card_export: str | Path | None = None,
     budget: str | None = None,
     work_dir: str | Path | None = None,
+    save_masks: str | Path | None = None,
     **config: Any,
 ) -> dict[str, Any]:
     """Evaluate a backbone on downstream tasks; returns JSON-ready results (see :func:`results_to_markdown`).
@@ -234,10 +282,11 @@ def evaluate(
     folds); each trains on all the other folds. ``card_export``: refuse unless the evaluated weights file is
     that export's ``model.safetensors``. ``budget``: a named budget (:data:`.config.BUDGETS`) that sets image
     size, frames, per-task epochs and the default number of seeds. ``work_dir``: keep every finished unit there
-    and reuse those of an earlier, interrupted run of the same settings (:mod:`.units`). ``config`` holds
-    :class:`EvalConfig` fields (image_size, frames_per_video, epochs, seeds, batch_size, lr, select, max_items,
-    device, seed, task_cache, init, precision, ...); None means the default. ``precision`` ``auto`` is resolved
-    here, once, and the results record the precision that ran.
+    and reuse those of an earlier, interrupted run of the same settings (:mod:`.units`). ``save_masks``: a new or
+    empty folder that receives every segmentation test image's predicted mask as PNG (:mod:`.mask_files`).
+    ``config`` holds :class:`EvalConfig` fields (image_size, frames_per_video, epochs, seeds, batch_size, lr,
+    select, max_items, device, seed, task_cache, init, precision, ...); None means the default. ``precision``
+    ``auto`` is resolved here, once, and the results record the precision that ran.
     """
     cfg = budget_config(budget, **config)
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
@@ -248,6 +297,7 @@ def evaluate(
     sources = _sources(tasks, data_root, task_dir, task_kind, group_column, cfg)  # fail fast on data
     test_folds = {spec.name: _folds_of(spec, folds) for spec, _, _ in sources}
     per_task_protocols = {spec.name: _protocols_for(spec, protocols) for spec, _, _ in sources}
+    masks = None if save_masks is None else MaskWriter(save_masks, sources, work_dir)  # checked before any work
     if cfg.pretrain_data:  # items the backbone was pretrained on are named before hours of work (.leakage)
         pretrain = PretrainFiles.of(cfg.pretrain_data)
         for spec, base, items in sources:
@@ -279,16 +329,21 @@ def evaluate(
         "environment": {**environment(cfg.device), "precision": precision.reason},
     }
     results["config"].update(protocols=protocols, task_dir=None if task_dir is None else str(task_dir))
-    units = UnitStore(work_dir, _unit_settings(results, sources))
+    planned = sum(
+        len(test_folds[name]) * sum(1 if p == "linear" else cfg.seeds for p in per_task_protocols[name])
+        for name in test_folds
+    )
+    units = UnitStore(work_dir, _unit_settings(results, sources), planned=planned)
     cudnn_flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        for source in sources:
-            name, start = source[0].name, time.perf_counter()
-            results["tasks"][name] = _evaluate_task(
-                backbone, source, per_task_protocols[name], test_folds[name], cfg, units
-            )
-            results["runtime_s"][name] = round(time.perf_counter() - start, 2)
+        with masks.open() if masks is not None else contextlib.nullcontext() as writer:
+            for source in sources:
+                name, start = source[0].name, time.perf_counter()
+                results["tasks"][name] = _evaluate_task(
+                    backbone, source, per_task_protocols[name], test_folds[name], cfg, units=units, masks=writer
+                )
+                results["runtime_s"][name] = round(time.perf_counter() - start, 2)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_flags
     return results

@@ -36,6 +36,7 @@ __all__ = [
     "load_items",
     "rows_to_items",
     "subsample",
+    "item_name",
     "fold_split",
     "inner_split",
     "frame_indices",
@@ -218,6 +219,14 @@ def load_items(spec: TaskSpec, data_root: Path) -> list[Item]:
     if spec.kind != "segmentation":
         check_classes((it.label for it in items), spec.classes, path)
     return items
+
+
+def item_name(item: Item, base: Path) -> str:
+    """An item's file relative to its task folder: how two results files name the same video or image."""
+    try:
+        return item.path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return item.path.as_posix()
 
 
 def subsample(items: Sequence[Item], max_per_fold: int | None, seed: int) -> list[Item]:

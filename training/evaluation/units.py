@@ -9,11 +9,16 @@ settings is refused in one line, never mixed into the results. A fold's numbers 
 
 A unit file: ``{"settings": {...}, "unit": {"task", "protocol", "fold", "seed"}, "run": <fold record>}``, named
 ``<task>.<protocol>.fold<F>.seed<S>.json`` (``seedNone`` for the deterministic linear probe).
+
+Every unit, computed or loaded, is logged on one line with its scores and its count (``[k/N]``): a long
+``--no-progress`` evaluation can be watched, and a number that goes wrong shows in the first fold, not at the end.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +26,11 @@ from typing import Any
 from timm_uscl.outdir import write_text_atomic
 
 from ..errors import EvaluationError
-from .metrics import strict_json
+from .metrics import strict_json, unit_scores
 
 __all__ = ["UnitStore"]
+
+log = logging.getLogger(__name__)
 
 Run = dict[str, Any]
 
@@ -31,7 +38,9 @@ Run = dict[str, Any]
 class UnitStore:
     """The finished units of one evaluation in ``work_dir`` (None: nothing kept, every unit computed)."""
 
-    def __init__(self, work_dir: str | Path | None, settings: Mapping[str, Any]) -> None:
+    def __init__(self, work_dir: str | Path | None, settings: Mapping[str, Any], *, planned: int = 0) -> None:
+        self.planned = planned  # units this evaluation runs, for the "[k/N]" of each unit's log line
+        self.finished = 0
         self.folder = None if work_dir is None else Path(work_dir).expanduser()
         # the settings as JSON would give them back (tuples as lists, NaN as null): what a unit file holds
         self.settings = json.loads(strict_json(dict(settings)))
@@ -63,15 +72,26 @@ class UnitStore:
         path = self.path(task, protocol, fold, seed)
         return path is not None and path.is_file()
 
-    def run(self, task: str, protocol: str, fold: int, seed: int | None, compute: Callable[[], Run]) -> Run:
-        """The unit's fold record: loaded where a finished one is kept, else computed (and kept)."""
+    def run(
+        self, task: str, protocol: str, fold: int, seed: int | None, compute: Callable[[], Run], *, reuse: bool = True
+    ) -> Run:
+        """The unit's fold record: loaded where a finished one is kept (and ``reuse``), else computed (and kept).
+        Either way one log line names the unit and its scores, so that a ``--no-progress`` run can be watched."""
         path = self.path(task, protocol, fold, seed)
-        if path is not None and path.is_file():
-            return self._read(path)
-        run = compute()
-        if path is None:
-            return run
-        unit = {"task": task, "protocol": protocol, "fold": fold, "seed": seed}
-        write_text_atomic(path, strict_json({"settings": self.settings, "unit": unit, "run": run}))
-        self.computed.append(path.name)
-        return json.loads(strict_json(run))  # as a loaded unit reads: the results do not depend on the resume
+        start = time.perf_counter()
+        if reuse and path is not None and path.is_file():
+            run = self._read(path)
+            how = f"kept in {self.folder}"
+        else:
+            run = compute()
+            how = f"{time.perf_counter() - start:.1f}s"
+            if path is not None:
+                unit = {"task": task, "protocol": protocol, "fold": fold, "seed": seed}
+                write_text_atomic(path, strict_json({"settings": self.settings, "unit": unit, "run": run}))
+                self.computed.append(path.name)
+                run = json.loads(strict_json(run))  # as a loaded unit reads: the results do not depend on the resume
+        self.finished += 1
+        count = f" [{self.finished}/{self.planned}]" if self.planned else ""
+        name = f"{task} {protocol} fold {fold}" + ("" if seed is None else f" seed {seed}")
+        log.info("%s%s: %s (%s)", name, count, unit_scores(run["metrics"]), how)
+        return run
