@@ -76,7 +76,7 @@ def open_columns(spec: SourceSpec, ds: Any, name: str) -> Listed | Streamed:
     features = ds.features or {}
     layout, column = _layout(spec, features)
     if layout == "images":
-        return open_image_rows(spec, ds.cast_column(column, Image(decode=False)).decode(False), column, name)
+        return open_image_rows(spec, ds.cast_column(column, Image(decode=False)).decode(False), column, name=name)
     if layout == "frames":
         ds = ds.cast_column(column, List(Image(decode=False)))
     else:  # cast_column(Video(decode=False)) alone still yields decoders for a streamed Hub videofolder (5.2)

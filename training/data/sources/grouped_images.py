@@ -103,7 +103,7 @@ def _video_row(spec: SourceSpec, video: GroupedVideo, name: str, per_frame: set[
             )
         key = str(video.metadata[spec.key_column])
     source = str(video.metadata.get(spec.source_column) or name)
-    return row(frame_video(video.images, key), key, source, video.metadata)
+    return row(frame_video(video.images, key), key, source, metadata=video.metadata)
 
 
 def open_image_folder(spec: SourceSpec) -> Listed:
@@ -127,7 +127,7 @@ def open_image_folder(spec: SourceSpec) -> Listed:
     return _grouped(spec, images, root.resolve().name, str(meta))
 
 
-def open_image_rows(spec: SourceSpec, ds: Any, column: str, name: str) -> Listed:
+def open_image_rows(spec: SourceSpec, ds: Any, column: str, *, name: str) -> Listed:
     """A dataset with one image per row in ``column`` (decoding off), grouped by ``group_column``: every row is
     read once (paths, or embedded bytes)."""
     from datasets import ClassLabel  # deferred: datasets is heavy and only sources that stream need it

@@ -27,7 +27,7 @@ from .video_folder import open_video_folder
 __all__ = ["KINDS", "LAYOUTS", "Kind", "folder_rows", "kind_of", "open_source"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Kind:
     """One kind of source: which specs it takes (``accepts``; the first kind in :data:`KINDS` that does wins),
     how it reads in a message (``where`` and what it ``holds``), and how it is opened."""
@@ -44,21 +44,27 @@ _COLUMNS = "with a video column, a list-of-images column, or one image per row a
 
 KINDS: tuple[Kind, ...] = (
     Kind(
-        "video folder",  # video files and frame folders, which one metadata.csv may mix
-        "a folder",
-        "of videos or of frame folders (root/<video>/<frame>.png), with an optional metadata.csv",
-        lambda spec: os.path.isdir(spec.source) and not spec.group_column,
-        open_video_folder,
+        name="video folder",  # video files and frame folders, which one metadata.csv may mix
+        where="a folder",
+        holds="of videos or of frame folders (root/<video>/<frame>.png), with an optional metadata.csv",
+        accepts=lambda spec: os.path.isdir(spec.source) and not spec.group_column,
+        open=open_video_folder,
     ),
     Kind(
-        "image folder",
-        "a folder",
-        "of images with a metadata.csv and group_column (the video-id column)",
-        lambda spec: os.path.isdir(spec.source) and bool(spec.group_column),
-        open_image_folder,
+        name="image folder",
+        where="a folder",
+        holds="of images with a metadata.csv and group_column (the video-id column)",
+        accepts=lambda spec: os.path.isdir(spec.source) and bool(spec.group_column),
+        open=open_image_folder,
     ),
-    Kind("parquet", "parquet files", _COLUMNS, lambda spec: is_parquet(spec.source), open_parquet),
-    Kind("hub", "a Hub dataset", _COLUMNS, lambda spec: True, open_hub),
+    Kind(
+        name="parquet",
+        where="parquet files",
+        holds=_COLUMNS,
+        accepts=lambda spec: is_parquet(spec.source),
+        open=open_parquet,
+    ),
+    Kind(name="hub", where="a Hub dataset", holds=_COLUMNS, accepts=lambda spec: True, open=open_hub),
 )
 """The kinds of source, in the order they are tried: anything not local is a Hub dataset id."""
 

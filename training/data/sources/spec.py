@@ -76,7 +76,7 @@ class LayoutError(DataError):
     :mod:`.open` ends the message with every layout its table of kinds accepts (:data:`.open.LAYOUTS`)."""
 
 
-def row(video: dict[str, Any], key: str, source: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+def row(video: dict[str, Any], key: str, source: str, *, metadata: Mapping[str, Any]) -> dict[str, Any]:
     """One pipeline row (see the module doc); the metadata columns stay beside it for the filters."""
     return {**metadata, "video": video, "key": key, "source": source}
 

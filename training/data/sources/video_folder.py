@@ -49,7 +49,8 @@ def open_video_folder(spec: SourceSpec) -> Listed:
             key = str(meta.get(spec.key_column))
         else:
             key = entry.path.name if not entry.path.is_dir() else Path(os.path.normpath(entry.rel)).as_posix()
-        rows.append(row(_entry_video(entry, root, key), key, str(meta.get(spec.source_column) or name), meta))
+        source = str(meta.get(spec.source_column) or name)
+        rows.append(row(_entry_video(entry, root, key), key, source, metadata=meta))
     return Listed(rows)
 
 
