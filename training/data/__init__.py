@@ -1,6 +1,8 @@
 """The pair pipeline: sources -> decode (+ frame cache) -> pairs -> augmentation on the device.
 
-One module per idea: :mod:`.sources` (folders, Hub ids, parquet as ``datasets`` streams), :mod:`.decode` (sparse,
+One module per idea: :mod:`.sources` (a package, one module per kind of source: folders of videos or frame
+folders, grouped images, parquet, Hub ids; all as one ``datasets`` stream), :mod:`.folders` (what a local folder
+lists, and that nothing outside it is read), :mod:`.frames` (what a frame video is), :mod:`.decode` (sparse,
 resized frames), :mod:`.cache` (decoded clips on local disk), :mod:`.pairs` (the pair-type table), :mod:`.sampling`
 (its samplers), :mod:`.draws` (keyed uniforms: the same pair and views on every path and device), :mod:`.augment`
 (per-sample batched augmentation), :mod:`.batch` (what a module hands the loop, and its views), :mod:`.module`
