@@ -73,11 +73,13 @@ ALLOWED = {
 
 
 def _trainer_imports(package: str) -> set[str]:
-    """The top-level trainer modules and subpackages that ``training/<package>/*.py`` import (``from ..x``)."""
+    """The top-level trainer modules and subpackages that ``training/<package>/`` imports, nested packages included
+    (``from ..x`` in ``data/``, ``from ...x`` in ``data/sources/``)."""
     found = set()
-    for path in sorted((TRAINER / package).glob("*.py")):
+    for path in sorted((TRAINER / package).rglob("*.py")):
+        top = len(path.relative_to(TRAINER / package).parts) + 1  # the level whose dots reach training/
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 2:
+            if isinstance(node, ast.ImportFrom) and node.level == top:
                 found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
     return found
 
