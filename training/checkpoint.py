@@ -3,6 +3,11 @@
 A checkpoint is written to a temporary file in the same folder, fsynced, then renamed over the old
 one (rename is atomic on POSIX), and the folder is fsynced so the rename itself survives a crash.
 Everything is stored as tensors and plain Python values, so it loads with ``weights_only=True``.
+
+Progress is recorded as ``epochs_done`` (epochs completed: the resumed run continues in epoch index ``epochs_done``,
+part-way through it when the data state says so) and ``step`` (steps taken, the last step number of
+metrics.jsonl). Checkpoints written before that naming hold ``epoch`` (the same count under a name that read as the
+epoch in progress); :func:`load_training_state` maps the old names (:data:`RENAMED_KEYS`), so they still resume.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .errors import RunFolderError
 __all__ = [
     "CHECKPOINT_NAME",
     "TRAINING_STATE_KEYS",
+    "RENAMED_KEYS",
     "save_checkpoint",
     "load_training_state",
     "capture_rng_state",
@@ -42,11 +48,13 @@ TRAINING_STATE_KEYS = (
     "cmw_optimizer",
     "data",
     "rng",
-    "epoch",
+    "epochs_done",
     "step",
     "config",
 )
 """What a trainer checkpoint holds (``cmw``/``cmw_optimizer`` are None for runs without meta-weighting)."""
+RENAMED_KEYS = {"epoch": "epochs_done"}
+"""Earlier checkpoints' names -> today's (same value), applied on load."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -101,6 +109,7 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: not a readable timm-uscl training checkpoint ({type(err).__name__}); give a last.pt written by "
             f"`timm-uscl pretrain` (it is written atomically, so a damaged one was altered after the run)."
         ) from err
+    state = _current_names(state)
     missing = [key for key in TRAINING_STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointFormatError(
@@ -112,13 +121,21 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     arch = flat_config(state["config"]).get("arch") if "config" not in wrong else None
     if not isinstance(arch, str) or not timm.is_model(arch):
         wrong.append("config (its arch)")
-    if wrong or isinstance(state["epoch"], bool) or min(state["epoch"], state["step"]) < 0:
+    if wrong or isinstance(state["epochs_done"], bool) or min(state["epochs_done"], state["step"]) < 0:
         raise CheckpointFormatError(
-            f"{path}: not a timm-uscl training checkpoint (wrongly typed {', '.join(wrong) or 'epoch/step'}); "
+            f"{path}: not a timm-uscl training checkpoint (wrongly typed {', '.join(wrong) or 'epochs_done/step'}); "
             f"give a last.pt written by `timm-uscl pretrain`, or start a new --out."
         )
     check_file_size(Path(path), _checkpoint_budget(str(arch)), "give the last.pt this run wrote, or start a new --out")
     return _copied(state)
+
+
+def _current_names(state: Any) -> Any:
+    """``state`` with :data:`RENAMED_KEYS` under today's names (an older last.pt); a name already current wins."""
+    if not isinstance(state, dict):
+        return state
+    renamed = {new: state[old] for old, new in RENAMED_KEYS.items() if old in state and new not in state}
+    return {k: v for k, v in state.items() if k not in RENAMED_KEYS} | renamed
 
 
 def _checkpoint_budget(arch: str) -> WeightsBudget:
@@ -145,7 +162,7 @@ _STATE_TYPES: dict[str, type | tuple[type, ...]] = {
     "cmw_optimizer": (dict, type(None)),
     "data": list,
     "rng": list,
-    "epoch": int,
+    "epochs_done": int,
     "step": int,
     "config": dict,
 }

@@ -115,11 +115,11 @@ def _interrupt_at_step(n: int) -> Iterator[None]:
 
     real, calls = engine._step, [0]
 
-    def step(run: Any, batch: Any) -> Any:
+    def step(run: Any, progress: Any, batch: Any) -> Any:
         calls[0] += 1
         if calls[0] == n:
             raise KeyboardInterrupt
-        return real(run, batch)
+        return real(run, progress, batch)
 
     engine._step = step
     try:

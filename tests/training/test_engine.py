@@ -143,6 +143,22 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(clip_folder,
     assert (out / "export" / "model.safetensors").is_file()
 
 
+def test_a_checkpoint_in_the_older_format_resumes_where_it_stopped(clip_folder, tmp_path):
+    # last.pt files written before the progress fields were renamed hold ``epoch`` (the epochs done) for ``epochs_done``
+    reference = pretrain(_config(clip_folder, tmp_path / "ref", epochs=2), progress=False)
+    out = tmp_path / "run"
+    pretrain(_config(clip_folder, out, epochs=2, max_steps=4), progress=False)  # stops in epoch 2, after step 4
+    state = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    assert (state["epochs_done"], state["step"]) == (1, 4)
+    state["epoch"] = state.pop("epochs_done")  # the older format, as that trainer wrote it
+    torch.save(state, out / CHECKPOINT_NAME)
+    assert load_training_state(out / CHECKPOINT_NAME)["epochs_done"] == 1
+
+    resumed = pretrain(_config(clip_folder, out, epochs=2), resume=True, progress=False)
+    assert (resumed.epochs, resumed.steps) == (2, reference.steps)
+    assert resumed.weights_hash == reference.weights_hash, "the resumed run diverged from the uninterrupted one"
+
+
 def test_two_process_ddp_ends_with_identical_weights(clip_folder, tmp_path):
     out = tmp_path / "ddp"
     with socket.socket() as probe:  # a free loopback port for the rendezvous

@@ -28,9 +28,9 @@ def test_a_run_without_the_bar_logs_a_banner_one_line_per_epoch_plots_while_runn
     plots_before_the_end: list[bool] = []
     finish = engine.finish_run
 
-    def finish_run(run, metrics):  # the plots must exist before the run ends (drawn at the checkpoints)
+    def finish_run(run, progress, metrics):  # the plots must exist before the run ends (drawn at the checkpoints)
         plots_before_the_end.append((out / "plots" / "loss.png").is_file())
-        return finish(run, metrics)
+        return finish(run, progress, metrics)
 
     monkeypatch.setattr(engine, "finish_run", finish_run)
     with caplog.at_level(logging.INFO, logger="timm_uscl.training.engine"):
