@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,14 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def stage_table(root: Path) -> list[str]:
+    from timm_uscl.training.reproduce import STAGES, Root, elapsed_s
+
+    job = Root(root)
     lines = ["| stage | status | commit | attempts | wall time |", "|---|---|---|---:|---:|"]
-    for record_path in sorted((root / "stages").glob("*.json")):
-        r = json.loads(record_path.read_text())
-        commit = (r.get("commit") or "-")[:7]
-        seconds = r.get("wall_s", 0.0)
-        if r["status"] == "running" and r.get("attempt_started"):  # so far (or until it was killed)
-            seconds += time.time() - r["attempt_started"]
-        wall = f"{seconds / 60:.1f} min" + (" so far" if r["status"] == "running" else "")
-        lines.append(f"| {record_path.stem} | {r['status']} | {commit} | {r.get('attempts', 0)} | {wall} |")
+    for stage in STAGES:
+        r = job.read(stage)
+        wall = f"{elapsed_s(job, stage, r) / 60:.1f} min" + (" so far" if r.status == "running" else "")
+        lines.append(f"| {stage.name} | {r.status} | {(r.commit or '-')[:7]} | {r.attempts} | {wall} |")
     return lines
 
 
@@ -56,7 +54,11 @@ def pretraining_table(root: Path) -> list[str]:
         if not steps:
             continue
         online = [r for r in rows if "online_knn_acc" in r]
-        probe = f"{100 * online[-1]['online_knn_acc']:.1f} % / {100 * online[-1]['online_linear_acc']:.1f} %"
+        probe = (
+            f"{100 * online[-1]['online_knn_acc']:.1f} % / {100 * online[-1]['online_linear_acc']:.1f} %"
+            if online
+            else "–"
+        )
         weights = [r["weight_mean"] for r in steps if "weight_mean" in r]
         cmw = f"{weights[0]:.2f} / {weights[-1]:.2f}" if weights else "–"
         rate = statistics.median(r["pairs_per_s"] for r in steps)

@@ -1,5 +1,6 @@
 """The paper-budget comparison as one resumable job: pretrain Meta-USCL, USCL and SimCLR on the same videos, evaluate
-them and a random-init backbone on the same folds and seeds, then print the paired comparison.
+them and a random-init backbone on the same folds and seeds, print the paired comparison, and install the three
+backbones in the local weights store with their measured results on their cards (the ``install`` stage).
 
 Why a job runner and not a shell loop: at the paper's budget the work takes hours on a CPU, longer than one sitting,
 and a table is only worth something when every row was made by the same code with the same settings. So:
@@ -18,6 +19,8 @@ and a table is only worth something when every row was made by the same code wit
   from its own progress when it has started, else from a finished stage of the same kind, else from
   :data:`ESTIMATE_S` (stated as such).
 * ``precision: auto`` is resolved once, in the plan, so every stage computes in the same precision.
+* The ``install`` stage is the only one that writes outside the run root: the local weights store
+  (``$TIMM_USCL_WEIGHTS``), where ``timm.create_model("resnet18_uscl.<tag>", pretrained=True)`` finds the weights.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "run_reproduction",
     "status_lines",
     "reset_stage",
+    "elapsed_s",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,8 +64,8 @@ class ReproduceError(USCLError):
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the job: ``kind`` pretrain / evaluate / table; ``method`` the preset or ``random``; ``needs`` the
-    stages that must be done first."""
+    """One step of the job: ``kind`` pretrain / evaluate / table / install; ``method`` the preset or ``random``;
+    ``needs`` the stages that must be done first."""
 
     name: str
     kind: str
@@ -99,10 +103,17 @@ class Plan:
         """The plan's fields that decide what a stage of ``kind`` computes (what must match to continue it)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k in PLAN_FIELDS[kind]}
 
+    def export_tag(self, method: str) -> str:
+        """The tag a method's backbone is exported and installed under: what it is, not where it ran, e.g.
+        ``meta_uscl-covid_blues-300ep-64px`` (two tables of the same plan share it: the install stage refuses to
+        replace the other's weights)."""
+        return f"{method}-{self.pretrain_data}-{self.epochs}ep-{self.image_size}px".lower()
+
     def pretrain_overrides(self, method: str, out_dir: Path) -> dict[str, Any]:
         overrides: dict[str, Any] = {
             "source": str(Path(self.data_root) / self.pretrain_data),
             "out_dir": str(out_dir),
+            "export_tag": self.export_tag(method),
             "epochs": self.epochs,
             "image_size": self.image_size,
             "precision": self.precision,
@@ -314,6 +325,18 @@ def _recovered_wall(root: Root, stage: Stage, record: Record) -> float:
     return max(0.0, max(stamps, default=record.attempt_started) - record.attempt_started)
 
 
+def elapsed_s(root: Root, stage: Stage, record: Record) -> float:
+    """A stage's wall time so far: its recorded attempts, plus the attempt running now in a live job, or a killed
+    attempt's time up to its last write."""
+    wall = record.wall_s
+    if record.status == "running":
+        if root.held_elsewhere(stage) and record.attempt_started:
+            wall += time.time() - record.attempt_started
+        else:
+            wall += _recovered_wall(root, stage, record)
+    return wall
+
+
 def _run_stage(
     root: Root, stage: Stage, plan: Plan, runner: StageRunner, *, commit_fn: Callable[[], str | None], threads: int
 ) -> None:
@@ -511,10 +534,11 @@ def _table_stage(call: StageCall) -> dict[str, Any]:
 
 def _install_stage(call: StageCall) -> dict[str, Any]:
     """Each pretrained backbone's measured results written into its export's card (the results are refused unless
-    measured on that export's weights), then the export installed in the local weights store under its own tag
-    (``timm-uscl install``): loadable offline by ``timm.create_model``, never published (the pretraining data's
-    licence is no-derivatives). A copy installed from these very weights is replaced (its card is refreshed); a tag
-    installed from other weights is refused."""
+    measured on that export's weights), then the export installed in the local weights store (``timm-uscl
+    install``; ``$TIMM_USCL_WEIGHTS``, outside the run root) under its own tag: loadable offline by
+    ``timm.create_model``, never published (the pretraining data's licence is no-derivatives). A copy installed from
+    these very weights is replaced (its card is refreshed); a tag installed from other weights (another table's) is
+    refused before anything is written."""
     from timm_uscl.export_folder import check_export, update_card
     from timm_uscl.record import RECORD_KEY
     from timm_uscl.store import add, find_installed
@@ -522,19 +546,34 @@ def _install_stage(call: StageCall) -> dict[str, Any]:
     from .evaluation.metrics import card_results
 
     root = call.folder.parent
-    installed = {}
-    for method in METHODS:
-        export = root / f"pretrain_{method}" / "export"
-        results = json.loads((root / f"evaluate_{method}" / "eval.json").read_text())
-        update_card(export, card_results(results), measured_sha256=results.get("weights_sha256"))
-        block = check_export(export)[RECORD_KEY]
+    exports = {}
+    for method in METHODS:  # every check first: a refused install leaves no card or store changed
+        export, evaluation = root / f"pretrain_{method}" / "export", root / f"evaluate_{method}" / "eval.json"
+        try:
+            results = json.loads(evaluation.read_text())
+            block = check_export(export)[RECORD_KEY]
+        except (OSError, ValueError, USCLError) as err:
+            raise ReproduceError(
+                f"{evaluation if not isinstance(err, USCLError) else export}: cannot be read ({err}); "
+                f"`timm-uscl reproduce reset evaluate_{method}` (or pretrain_{method}) and rerun"
+            ) from None
+        if results.get("weights_sha256") != block["sha256"]:
+            raise ReproduceError(
+                f"{evaluation}: measured on other weights than {export}; `timm-uscl reproduce reset "
+                f"evaluate_{method}` and rerun"
+            )
         found = find_installed(block["name"])
         if found is not None and found.sha256 != block["sha256"]:
             raise ReproduceError(
-                f"{found.folder}: {block['name']} is installed from other weights (sha256 {found.sha256[:12]}); "
-                f"`timm-uscl install {export} --overwrite` replaces it, then rerun"
+                f"{found.folder}: {block['name']} is installed from other weights (another table's?) and is kept; "
+                f"run without this stage (`--stages pretrain evaluate table`), or remove that copy to install these"
             )
-        installed[block["name"]] = str(add(export, overwrite=found is not None))
+        exports[method] = (export, results, found is not None)
+    installed = {}
+    for export, results, replace in exports.values():
+        update_card(export, card_results(results), measured_sha256=results["weights_sha256"])
+        folder = add(export, overwrite=replace)
+        installed[folder.name] = str(folder)
     return {"installed": installed}
 
 
@@ -607,11 +646,7 @@ def status_lines(root_path: str | os.PathLike) -> list[str]:
             continue
         fraction = _progress(root.stage_dir(stage)) if stage.kind == "pretrain" else None
         running = record.status == "running" and root.held_elsewhere(stage)  # this stage's own job, alive
-        wall = record.wall_s
-        if running and record.attempt_started:
-            wall += time.time() - record.attempt_started
-        elif record.status == "running":  # its attempt was killed: count it up to its last write
-            wall += _recovered_wall(root, stage, record)
+        wall = elapsed_s(root, stage, record)
         if record.attempts and fraction:
             remaining = wall * (1 - fraction) / fraction if wall else expected * (1 - fraction)
             how = f"{100 * fraction:.0f} % done after {_minutes(wall)}"

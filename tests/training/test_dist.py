@@ -35,5 +35,5 @@ def test_the_loops_collectives_are_the_identity_on_a_single_process() -> None:
     assert dist.broadcast_object("x") == "x"
     module = torch.nn.BatchNorm1d(2)
     dist.broadcast_buffers(module)
-    assert torch.equal(module.running_mean, torch.zeros(2))
+    assert module.running_mean is not None and torch.equal(module.running_mean, torch.zeros(2))
     dist.stop_group()

@@ -208,11 +208,10 @@ def test_the_install_stage_puts_each_backbones_results_on_its_card_and_installs_
     import torch
 
     import timm_uscl
+    from test_cards import RESULTS
     from timm_uscl.checksum import sha256_file
     from timm_uscl.store import find_installed
     from timm_uscl.training.reproduce import _STAGE, StageCall, _install_stage
-
-    from ..test_cards import RESULTS
 
     root = tmp_path / "root"
     for method in ("meta_uscl", "uscl", "simclr"):
@@ -230,8 +229,25 @@ def test_the_install_stage_puts_each_backbones_results_on_its_card_and_installs_
     torch.manual_seed(1)  # other weights under the same tag: a copy the stage must not replace
     other = timm_uscl.export(timm.create_model("resnet18_uscl"), tmp_path / "other", "resnet18_uscl.pretrain_uscl")
     timm_uscl.install(other, overwrite=True)
-    with pytest.raises(ReproduceError, match="installed from other weights"):
+    card = (root / "pretrain_simclr" / "export" / "README.md").read_text()
+    with pytest.raises(ReproduceError, match="installed from other weights .* is kept; run without this stage"):
         _install_stage(call)
+    kept = find_installed("resnet18_uscl.pretrain_uscl")
+    assert kept is not None and kept.sha256 == sha256_file(other / "model.safetensors")
+    assert (root / "pretrain_simclr" / "export" / "README.md").read_text() == card  # nothing written before refusing
+    (root / "evaluate_uscl" / "eval.json").write_text("{cut")
+    with pytest.raises(ReproduceError, match="evaluate_uscl/eval.json: cannot be read .*reproduce reset evaluate_uscl"):
+        _install_stage(call)
+
+
+def test_the_plan_names_each_backbone_by_what_it_is(tmp_path):
+    plan = _plan(tmp_path)
+    tag = plan.export_tag("meta_uscl")
+    assert tag == "meta_uscl-covid_blues-300ep-64px"
+    assert plan.pretrain_overrides("meta_uscl", tmp_path / "run")["export_tag"] == tag
+    from timm_uscl.names import check_user_tag
+
+    check_user_tag(tag, "export_tag")  # a valid user tag
 
 
 def test_a_second_call_with_other_settings_is_refused_while_a_job_runs_on_the_root(tmp_path, monkeypatch):

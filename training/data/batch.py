@@ -41,6 +41,7 @@ class PairBatch:
     def pin_memory(self) -> PairBatch:
         self.frames = self.frames.pin_memory()
         self.lam = self.lam.pin_memory()
+        self.draw_ids = self.draw_ids.pin_memory()
         return self
 
 

@@ -22,6 +22,7 @@ import hashlib
 import torch
 
 __all__ = [
+    "DRAWS_VERSION",
     "PAIR_DRAWS",
     "VIEW_DRAWS",
     "MAX_VIEWS",
@@ -35,6 +36,7 @@ __all__ = [
     "meta_batch",
 ]
 
+DRAWS_VERSION = 1  # recorded in the data modules' state: a mid-epoch state of other draws restarts its epoch
 PAIR_DRAWS = 17  # metauscl: 3 index uniforms + 2 x 7 for two Beta(3, 5) order statistics (the most of any type)
 VIEW_DRAWS = 49  # one augmented image: 10 crop tries x 4, a flip, 4 jitter factors, 4 for the jitter order
 MAX_VIEWS = 3  # USCL augments its three frames apart
@@ -79,10 +81,11 @@ def key_ids(keys: list[str], device: torch.device | str = "cpu") -> torch.Tensor
     return torch.tensor([key_id(k) for k in keys], dtype=torch.long, device=device)
 
 
-def item_ids(keys: torch.Tensor, *, seed: int, purpose: str, draw: int) -> torch.Tensor:
+def item_ids(keys: torch.Tensor, *, seed: int, purpose: str, draw: int, rank: int = 0) -> torch.Tensor:
     """int64 ``[T]``: the identity of each video's item in one draw (``purpose`` ``train`` with ``draw`` the epoch;
-    ``meta`` with ``draw`` the meta batch's number), on ``keys``' device."""
-    return _mix(keys ^ _salt(seed, purpose, draw))
+    ``meta`` with ``draw`` the meta batch's number and ``rank`` the process's: under DDP every rank's meta batch,
+    which may hold the same videos, gets views of its own), on ``keys``' device."""
+    return _mix(keys ^ _salt(int(seed), purpose, int(draw), int(rank)))
 
 
 def _uniforms(ids: torch.Tensor, first: int, n: int) -> torch.Tensor:
@@ -106,14 +109,16 @@ def view_draws(ids: torch.Tensor, views: int) -> torch.Tensor:
 
 def epoch_order(count: int, *, seed: int, epoch: int) -> torch.Tensor:
     """The frame store's order of its ``count`` training videos in ``epoch`` (int64 ``[count]``, on the host)."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(_salt(seed, "order", epoch) & _MAX63))
+    return torch.randperm(
+        count, generator=torch.Generator().manual_seed(_salt(int(seed), "order", int(epoch)) & _MAX63)
+    )
 
 
 def meta_batch(count: int, batch_size: int, *, seed: int, rank: int, drawn: int) -> torch.Tensor:
     """Which of ``count`` meta videos (sorted by key) make meta batch number ``drawn`` of ``rank`` (int64
     ``[batch_size]``, host): every pass over the split is a fresh permutation, cut into whole batches."""
     cycle, k = divmod(drawn, count // batch_size)
-    g = torch.Generator().manual_seed(_salt(seed, "meta", rank, cycle) & _MAX63)
+    g = torch.Generator().manual_seed(_salt(int(seed), "meta", int(rank), cycle) & _MAX63)
     return torch.randperm(count, generator=g)[k * batch_size : (k + 1) * batch_size]
 
 

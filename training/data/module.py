@@ -53,7 +53,7 @@ from .batch import DataStats, PairBatch, batch_views
 from .cache import FrameCache
 from .config import DataConfig
 from .decode import read_frames, resolve_decoder
-from .draws import item_id, item_ids, key_ids, meta_batch
+from .draws import DRAWS_VERSION, item_id, item_ids, key_ids, meta_batch
 from .pairs import ItemPair, item_pair, views_per_item, worker_views
 from .sources import VideoSource, meta_split_fn, open_source
 
@@ -114,7 +114,7 @@ class _PairStream(IterableDataset):
             plans: list[ItemPair] = []
 
             def choose(length: int, ident: int = ident, plans: list[ItemPair] = plans) -> tuple[int, ...]:
-                plans.append(item_pair(pt, length, ident, cfg.max_dist))
+                plans.append(item_pair(pt, length, ident, max_dist=cfg.max_dist))
                 return plans[-1].indices
 
             try:
@@ -295,7 +295,7 @@ class PairDataModule:
         meta_keys = key_ids(keys)
         while True:  # the frame store's schedule (.draws.meta_batch); a resumed run continues at its count
             idx = meta_batch(n, bs, seed=self.cfg.seed, rank=self.rank, drawn=self._meta_drawn)
-            ids = item_ids(meta_keys[idx], seed=self.cfg.seed, purpose="meta", draw=self._meta_drawn)
+            ids = item_ids(meta_keys[idx], seed=self.cfg.seed, purpose="meta", draw=self._meta_drawn, rank=self.rank)
             batch = PairBatch(frames[idx], torch.ones(bs), ids, [sources[i] for i in idx], [keys[i] for i in idx])
             self._meta_drawn += 1
             yield batch.pin_memory() if torch.cuda.is_available() else batch
@@ -308,6 +308,7 @@ class PairDataModule:
     # -- checkpointing -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
+            "kind": "stream",
             "epoch": self._epoch,
             "rows": list(self._rows),
             "complete": self._complete,
@@ -315,6 +316,7 @@ class PairDataModule:
             "world_size": self.world_size,
             "rank": self.rank,
             "meta_drawn": self._meta_drawn,
+            "draws": DRAWS_VERSION,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -323,16 +325,13 @@ class PairDataModule:
 
     def _take_resume(self, epoch: int) -> list[int] | None:
         sd, self._resume = self._resume, None
-        if sd is None or sd["epoch"] != epoch or sd["complete"]:
+        if sd is None or sd.get("epoch") != epoch or sd.get("complete"):
             return None
-        if (sd["num_workers"], sd["world_size"]) != (self.cfg.num_workers, self.world_size):
-            log.warning(
-                "data state saved with num_workers=%s world_size=%s, now %s/%s: epoch %s restarts",
-                sd["num_workers"],
-                sd["world_size"],
-                self.cfg.num_workers,
-                self.world_size,
-                epoch,
-            )
+        # a frame store's state (store=auto may pick the other path on resume), other workers or ranks, or rows
+        # drawn by another version of the draws: the epoch restarts rather than skip the wrong videos
+        saved = (sd.get("kind", "stream"), sd.get("num_workers"), sd.get("world_size"), sd.get("draws"))
+        now = ("stream", self.cfg.num_workers, self.world_size, DRAWS_VERSION)
+        if saved != now:
+            log.warning("data state saved as %s, now %s: epoch %s restarts", saved, now, epoch)
             return None
         return list(sd["rows"])

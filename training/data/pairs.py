@@ -108,19 +108,19 @@ class ItemPair:
 
 
 def sample_pairs(
-    pair_type: str, lengths: torch.Tensor, uniforms: torch.Tensor, max_dist: int = 999
+    pair_type: str, lengths: torch.Tensor, uniforms: torch.Tensor, *, max_dist: int = 999
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame indices within each clip (int64 ``[T, K]``) and mixing weights (float32 ``[T, W]``) for clips of
     ``lengths`` (int64 ``[T]``, each >= 1) from ``uniforms`` (float64 ``[T, PAIR_DRAWS]``, on the same device)."""
     return _pair_type(pair_type).sample(lengths, uniforms, max_dist)  # no check of lengths: it would sync the host
 
 
-def item_pair(pair_type: str, length: int, item_id: int, max_dist: int = 999) -> ItemPair:
+def item_pair(pair_type: str, length: int, item_id: int, *, max_dist: int = 999) -> ItemPair:
     """One item's pair (a stream worker's call): the same sampler and keyed uniforms as the store's epoch plan."""
     if length < 1:
         raise ValueError(f"a clip needs at least one frame, got {length}")
     idx, weights = sample_pairs(
-        pair_type, torch.tensor([length]), pair_draws(torch.tensor([item_id], dtype=torch.long)), max_dist
+        pair_type, torch.tensor([length]), pair_draws(torch.tensor([item_id], dtype=torch.long)), max_dist=max_dist
     )
     return ItemPair(tuple(int(i) for i in idx[0]), weights[0])
 
@@ -140,6 +140,7 @@ def worker_views(pair_type: str, frames: torch.Tensor, pair: ItemPair) -> tuple[
 def plan_epoch(
     pair_type: str,
     videos: torch.Tensor,
+    *,
     offsets: torch.Tensor,
     lengths: torch.Tensor,
     ids: torch.Tensor,
@@ -147,5 +148,5 @@ def plan_epoch(
 ) -> EpochPlan:
     """Pairs for ``videos`` (store indices, already in epoch order) with item identities ``ids`` (int64 ``[T]``,
     :func:`.draws.item_ids`): local draws turned into frame rows."""
-    local, weights = sample_pairs(pair_type, lengths[videos], pair_draws(ids), max_dist)
+    local, weights = sample_pairs(pair_type, lengths[videos], pair_draws(ids), max_dist=max_dist)
     return EpochPlan(videos, offsets[videos][:, None] + local, weights, ids)

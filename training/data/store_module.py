@@ -46,7 +46,7 @@ import torch
 from ..errors import DataError
 from .batch import DataStats, PairBatch, batch_views
 from .config import DataConfig
-from .draws import epoch_order, item_ids, key_ids, meta_batch
+from .draws import DRAWS_VERSION, epoch_order, item_ids, key_ids, meta_batch
 from .pairs import plan_epoch
 from .sampling import EpochPlan, mix_views
 from .store import FrameStore, build_store, load_store, save_store, store_settings
@@ -224,7 +224,14 @@ class StoreDataModule:
         padded = torch.arange(self.rank, self.rank_videos * self.world_size, self.world_size) % len(self._train)
         on_device = videos.to(self._where, non_blocking=True)
         ids = item_ids(self._key_ids[on_device], seed=self.cfg.seed, purpose="train", draw=epoch)
-        full = plan_epoch(self.cfg.pair_type, on_device, self._offsets, self._lengths, ids, self.cfg.max_dist)
+        full = plan_epoch(
+            self.cfg.pair_type,
+            on_device,
+            offsets=self._offsets,
+            lengths=self._lengths,
+            ids=ids,
+            max_dist=self.cfg.max_dist,
+        )
         rows = padded.to(self._where, non_blocking=True)
         plan = EpochPlan(full.videos[rows], full.frames[rows], full.weights[rows], full.ids[rows])
         return plan, videos[padded].tolist()
@@ -268,11 +275,11 @@ class StoreDataModule:
             self._meta_frames = self.store.frames[first].to(self.device)
         n = len(self._meta)
         bs = min(self.cfg.meta_batch_size, n)
-        meta_keys = self._key_ids[torch.tensor(self._meta, dtype=torch.long).to(self._where)]
+        meta_keys = key_ids([self.store.keys[v] for v in self._meta])  # on the host, as the order: no device wait
         while True:
             perm = meta_batch(n, bs, seed=self.cfg.seed, rank=self.rank, drawn=self._meta_drawn)
             videos = [self._meta[i] for i in perm.tolist()]
-            ids = item_ids(meta_keys[perm.to(self._where)], seed=self.cfg.seed, purpose="meta", draw=self._meta_drawn)
+            ids = item_ids(meta_keys[perm], seed=self.cfg.seed, purpose="meta", draw=self._meta_drawn, rank=self.rank)
             batch = PairBatch(
                 self._meta_frames[perm.to(self.device, non_blocking=True)][:, None],
                 torch.ones(bs, device=self.device),
@@ -307,6 +314,7 @@ class StoreDataModule:
             "rank": self.rank,
             "batch_size": self.cfg.batch_size,
             "videos": len(self._train),
+            "draws": DRAWS_VERSION,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -318,8 +326,8 @@ class StoreDataModule:
         sd, self._resume = self._resume, None
         if sd is None or sd.get("epoch") != epoch or sd.get("complete"):
             return 0
-        now = ("frame_store", self.world_size, self.cfg.batch_size, len(self._train))
-        saved = (sd.get("kind"), sd.get("world_size"), sd.get("batch_size"), sd.get("videos"))
+        now = ("frame_store", self.world_size, self.cfg.batch_size, len(self._train), DRAWS_VERSION)
+        saved = (sd.get("kind"), sd.get("world_size"), sd.get("batch_size"), sd.get("videos"), sd.get("draws"))
         if saved != now:
             log.warning("data state saved as %s, now %s: epoch %s restarts", saved, now, epoch)
             return 0

@@ -83,8 +83,9 @@ class MaskWriter:
         """Whether the unit's masks are already written (a unit kept in ``--work-dir`` without them is recomputed)."""
         return self.root is not None and (self.root / self._unit(task, fold, seed)).is_dir()
 
-    def write(self, task: str, fold: int, seed: int, items: Sequence[Item], masks: np.ndarray) -> None:
-        """One unit's masks (``masks[k]`` of ``items[k]``), renamed into place only when all are written."""
+    def write(self, task: str, fold: int, seed: int, *, items: Sequence[Item], masks: np.ndarray) -> None:
+        """One unit's masks (``masks[k]`` of ``items[k]``), renamed into place only when all are written; an earlier
+        copy (its unit file lost after the masks were written, so the unit ran again) is replaced."""
         assert self.root is not None, "MaskWriter.write outside open()"
         final = self.root / self._unit(task, fold, seed)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,8 @@ class MaskWriter:
         try:
             for it, mask in zip(items, masks, strict=True):
                 _write_png(tmp / self.names[task][it.path], mask, it.path)
+            if final.is_dir():  # this evaluation's own unit folder (work dir or staging), never the user's DIR
+                shutil.rmtree(final)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

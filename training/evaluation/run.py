@@ -79,9 +79,9 @@ def _tune_unit(
     backbone: Backbone,
     data: TaskData,
     unit: tuple[str, int, int],
+    *,
     split: tuple[np.ndarray, np.ndarray],
     cfg: EvalConfig,
-    *,
     units: UnitStore,
     masks: MaskWriter | None,
 ) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def _tune_unit(
         assert masks is not None
         run = finetune_unet(backbone, data, fold, *split, replace(cfg, seed=seed), keep_masks=True)
         items = [data.items[i] for i in run["predictions"]["final"]["item"]]
-        masks.write(spec.name, fold, seed, items, run.pop("masks"))
+        masks.write(spec.name, fold, seed, items=items, masks=run.pop("masks"))
         return run
 
     reuse = masks is None or not keep or masks.has(spec.name, fold, seed)
@@ -136,7 +136,7 @@ def _run_protocol(
     else:
         seeds = list(cfg.run_seeds)
         runs = [
-            _tune_unit(backbone, data, (protocol, f, s), splits[f], cfg, units=units, masks=masks)
+            _tune_unit(backbone, data, (protocol, f, s), split=splits[f], cfg=cfg, units=units, masks=masks)
             for s in seeds
             for f in folds
         ]

@@ -23,8 +23,6 @@ from timm_uscl.training.data.draws import (
 from timm_uscl.training.data.pairs import TRAINING_PAIR_TYPES
 from timm_uscl.training.data.store_module import StoreDataModule
 
-pytest.importorskip("torchcodec")
-
 _MASK = (1 << 64) - 1
 
 
@@ -86,6 +84,7 @@ def _by_key(dm: object, epoch: int) -> dict[str, tuple[torch.Tensor, torch.Tenso
 
 @pytest.mark.parametrize("pair_type", TRAINING_PAIR_TYPES)
 def test_the_stream_and_the_store_give_every_video_the_same_pair_and_views(clip_folder: Path, pair_type: str) -> None:
+    pytest.importorskip("torchcodec")
     cfg = _cfg(clip_folder, pair_type)
     stream, store = PairDataModule(cfg), StoreDataModule(cfg, device="cpu")
     for epoch in (0, 3):
@@ -113,3 +112,31 @@ def test_the_store_on_a_gpu_gives_the_pairs_and_views_of_the_cpu(clip_folder: Pa
         g = gpu[key]
         assert torch.equal(f, g[0].cpu()) and torch.allclose(lam, g[1].cpu())
         assert torch.allclose(x1, g[2].cpu(), atol=1e-4) and torch.allclose(x2, g[3].cpu(), atol=1e-4)
+
+
+def test_under_ddp_each_ranks_meta_batch_gets_views_of_its_own(clip_folder: Path) -> None:
+    pytest.importorskip("torchcodec")
+    cfg = _cfg(clip_folder, "metauscl")
+    ranks = [StoreDataModule(cfg, rank=r, world_size=2, device="cpu") for r in (0, 1)]
+    batches = [next(dm.meta_iterator()) for dm in ranks]
+    views = [dm.gpu_views(b, "cpu")[0] for dm, b in zip(ranks, batches)]
+    shared = [key for key in batches[0].keys if key in batches[1].keys]
+    for key in shared:  # the same meta video on both ranks: other augmentation
+        assert not torch.allclose(views[0][batches[0].keys.index(key)], views[1][batches[1].keys.index(key)])
+    assert not torch.equal(
+        item_ids(key_ids(["a"]), seed=0, purpose="meta", draw=0, rank=0),
+        item_ids(key_ids(["a"]), seed=0, purpose="meta", draw=0, rank=1),
+    )
+
+
+def test_a_mid_epoch_state_of_other_draws_or_the_other_path_restarts_the_epoch(clip_folder: Path) -> None:
+    pytest.importorskip("torchcodec")
+    cfg = _cfg(clip_folder, "simclr")
+    store = StoreDataModule(cfg, device="cpu")
+    it = iter(store.train_loader(0))
+    next(it)
+    state = store.state_dict()
+    older = {k: v for k, v in state.items() if k != "draws"}  # saved before the draws were keyed
+    for module, saved in ((StoreDataModule(cfg, device="cpu"), older), (PairDataModule(cfg), state)):
+        module.load_state_dict(saved)
+        assert len({k for b in module.train_loader(0) for k in b.keys}) == module.num_videos  # the whole epoch

@@ -32,7 +32,7 @@ def _reference_spg(length: int, rng: np.random.Generator, max_dist: int) -> tupl
 
 @pytest.mark.parametrize("length,max_dist", [(3, 999), (4, 999), (59, 999), (215, 16), (7, 2)])
 def test_metauscl_indices_follow_the_reference(length: int, max_dist: int) -> None:
-    idx, w = sample_pairs("metauscl", torch.full((500,), length), _u(500), max_dist)
+    idx, w = sample_pairs("metauscl", torch.full((500,), length), _u(500), max_dist=max_dist)
     i0, i1, i2 = idx.unbind(1)
     d1, d2 = i1 - i0, i2 - i0
     assert (d1 >= 1).all() and (d1 < d2).all() and (d2 <= min(length - 1, max_dist)).all()
@@ -43,7 +43,7 @@ def test_metauscl_indices_follow_the_reference(length: int, max_dist: int) -> No
 @pytest.mark.parametrize("pair_type,length,max_dist", [("metauscl", 7, 4), ("metauscl", 5, 999), ("uscl", 5, 999)])
 def test_frame_choices_follow_the_reference_distribution(pair_type: str, length: int, max_dist: int) -> None:
     n = 30000
-    idx, _ = sample_pairs(pair_type, torch.full((n,), length), _u(n, 3), max_dist)
+    idx, _ = sample_pairs(pair_type, torch.full((n,), length), _u(n, 3), max_dist=max_dist)
     ours = Counter(map(tuple, idx.tolist()))
     rng = np.random.default_rng(0)
     reference = _reference_ppg if pair_type == "metauscl" else _reference_spg

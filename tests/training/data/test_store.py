@@ -42,7 +42,7 @@ def _lengths(n: int = 4000, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("max_dist", [2, 5, 999])
 def test_metauscl_frames_keep_the_ppg_constraints(max_dist: int) -> None:
     lengths = _lengths()
-    idx, w = sample_pairs("metauscl", lengths, _u(), max_dist)
+    idx, w = sample_pairs("metauscl", lengths, _u(), max_dist=max_dist)
     long = lengths >= 3
     i0, f1, f2 = idx[long].unbind(1)
     d1, d2, L = f1 - i0, f2 - i0, lengths[long]
@@ -309,10 +309,13 @@ def test_on_the_gpu_a_whole_epoch_is_sampled_and_augmented_without_a_host_sync(
     for mode in ("device", "host"):
         dm = StoreDataModule(_cfg(clip_folder, store=mode), device=gpu, store=store)
         list(dm.train_loader(0))  # warm-up
+        meta = dm.meta_iterator()
+        next(meta)  # the one-off gather of the meta frames
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error" if mode == "device" else "default")
         try:
             views = [dm.gpu_views(b, gpu) for b in dm.train_loader(1)]
+            views.append(dm.gpu_views(next(meta), gpu))  # meta batches too (every Meta-USCL step takes one)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert all(x1.is_cuda and x1.shape[1:] == (3, 32, 32) for x1, _ in views)

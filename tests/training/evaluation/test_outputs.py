@@ -177,3 +177,15 @@ def test_a_resumed_evaluation_saves_the_masks_of_units_it_kept_without_them(
     first, second = _masks(tmp_path / "first"), _masks(tmp_path / "second")
     assert sorted(first) == [f"seg/fold0_seed0/images/im{i}.png" for i in (0, 2, 4, 6)] and first == second
     assert again["tasks"]["seg"]["protocols"] == plain["tasks"]["seg"]["protocols"]
+
+
+def test_a_unit_whose_file_was_lost_after_its_masks_were_written_runs_again_and_replaces_them(
+    tmp_path: Path, write_png: Callable[..., Path], write_csv: Callable[..., Path]
+) -> None:
+    folder, work = _seg_dir(tmp_path / "seg", write_png, write_csv), tmp_path / "work"
+    kwargs = dict(task_dir=folder, pretrained=False, folds=[0], work_dir=work, **TINY)
+    evaluate("resnet18_uscl", save_masks=tmp_path / "first", **kwargs)
+    for unit in work.glob("*.json"):  # killed between the masks and the unit file, or the file deleted
+        unit.unlink()
+    evaluate("resnet18_uscl", save_masks=tmp_path / "second", **kwargs)
+    assert _masks(tmp_path / "first") == _masks(tmp_path / "second")

@@ -85,7 +85,7 @@ def group_images(
     return videos, varying
 
 
-def _grouped(spec: SourceSpec, images: Iterable[ImageRow], name: str, where: str) -> Listed:
+def _grouped(spec: SourceSpec, images: Iterable[ImageRow], *, name: str, where: str) -> Listed:
     """Image rows grouped into one frame-video row per value of ``group_column``."""
     assert spec.group_column is not None
     videos, per_frame = group_images(images, spec.group_column, spec.frame_column, where)
@@ -124,7 +124,7 @@ def open_image_folder(spec: SourceSpec) -> Listed:
             )
         metadata = {k: v if k == spec.group_column else clean(v) for k, v in entry.metadata.items()}
         images.append(ImageRow({"path": str(entry.path), "bytes": None}, metadata, entry.where))
-    return _grouped(spec, images, root.resolve().name, str(meta))
+    return _grouped(spec, images, name=root.resolve().name, where=str(meta))
 
 
 def open_image_rows(spec: SourceSpec, ds: Any, column: str, *, name: str) -> Listed:
@@ -142,4 +142,4 @@ def open_image_rows(spec: SourceSpec, ds: Any, column: str, *, name: str) -> Lis
                 metadata[spec.group_column] = names[metadata[spec.group_column]]
             yield ImageRow(dict(record[column]), metadata, f"{spec.source} row {i}")
 
-    return _grouped(spec, image_rows(), name, spec.source)
+    return _grouped(spec, image_rows(), name=name, where=spec.source)
