@@ -42,4 +42,4 @@ def test_a_root_before_its_first_online_probe_and_with_a_killed_attempt_is_repor
     _report().main(["--root", str(root)])
     out = capsys.readouterr().out
     assert "| pretrain_uscl | running | aaaaaaa | 1 | 2.0 min so far |" in out  # not the hour since
-    assert "| USCL | 20 | 0.500 | 50.0 | – (epoch –) | – |" in out  # no online probe yet
+    assert "| USCL | 20 | 0.750 | 50.0 | – (epoch –) | – |" in out  # no online probe yet
